@@ -1,0 +1,105 @@
+"""Lipschitz-bounded activations of the i-DenseNet paper ("Invertible DenseNets with Concatenated
+LipSwish"), acting element-wise; CLipSwish concatenates along dim 1 (channels / features).
+
+* LipSwish (eq. 10): ``x * sigmoid(beta * x) / 1.1`` with ``beta = softplus(b)``, raw ``b = 0.5``.
+  Its derivative peaks at 0.99985393 (at ``beta * x = 2.39936``), so Lip(LipSwish) < 1.
+* CLipSwish (eq. 11, appendix A.3): ``Phi(x) / 1.004`` with ``Phi(x) = [LipSwish(x), LipSwish(-x)]``
+  and one shared ``beta``. By eq. 13 / 39 the Jacobian norm of ``Phi`` at ``x`` is
+  ``sqrt(phi_1'(x)^2 + phi_2'(x)^2)``, whose supremum is 1.0039650 for every ``beta``, hence
+  Lip(CLipSwish) = 0.999965. The output has twice the input's channels.
+* LeakyLSwish (eq. 14): ``alpha * x + (1 - alpha) * LipSwish(x)`` with ``alpha = sigmoid(a)``,
+  raw ``a = -3`` and raw ``b = 0.5``; a convex combination of two 1-Lipschitz maps.
+
+Every module owns its raw parameters (1, 1 and 2 scalars respectively).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LIPSWISH_DIVISOR = 1.1
+"""Divisor of eq. 10; bounds sup_x d/dx [x * sigmoid(beta x)] = 1.0998 by 1."""
+
+CLIPSWISH_DIVISOR = 1.004
+"""The paper's bound on Lip(Phi) of eq. 11 (true value 1.0039650, independent of beta)."""
+
+RAW_BETA_INIT = 0.5
+RAW_ALPHA_INIT = -3.0
+
+
+def _lipswish(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(beta * x) / LIPSWISH_DIVISOR
+
+
+class LipSwish(nn.Module):
+    """Eq. 10: ``LipSwish(x) = x * sigmoid(beta x) / 1.1``, ``beta = softplus(raw_beta)`` > 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw_beta = nn.Parameter(torch.tensor([RAW_BETA_INIT]))
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return F.softplus(self.raw_beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _lipswish(x, self.beta)
+
+
+class CLipSwish(nn.Module):
+    """Eq. 11: ``CLipSwish(x) = [LipSwish(x), LipSwish(-x)] / 1.004`` concatenated on dim 1.
+
+    Input ``(B, C, ...)`` gives output ``(B, 2C, ...)``; both halves share one ``beta``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw_beta = nn.Parameter(torch.tensor([RAW_BETA_INIT]))
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return F.softplus(self.raw_beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        both = torch.cat([x, -x], dim=1)
+        return _lipswish(both, self.beta) / CLIPSWISH_DIVISOR
+
+
+class LeakyLSwish(nn.Module):
+    """Eq. 14: ``alpha x + (1 - alpha) LipSwish(x)``, ``alpha = sigmoid(raw_alpha)`` in (0, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw_alpha = nn.Parameter(torch.tensor([RAW_ALPHA_INIT]))
+        self.raw_beta = nn.Parameter(torch.tensor([RAW_BETA_INIT]))
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return torch.sigmoid(self.raw_alpha)
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return F.softplus(self.raw_beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha
+        return alpha * x + (1.0 - alpha) * _lipswish(x, self.beta)
+
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "lipswish": LipSwish,
+    "clipswish": CLipSwish,
+    "leakylswish": LeakyLSwish,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by config name (``ModelConfig.activation``)."""
+    try:
+        cls = _ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        valid = ", ".join(sorted(_ACTIVATIONS))
+        raise ValueError(f"unknown activation {name!r}; valid names: {valid}") from None
+    return cls()

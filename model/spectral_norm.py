@@ -1,0 +1,327 @@
+"""Spectrally normalised Linear and Conv2d layers (paper §3.2, eq. 2).
+
+Each layer stores a raw weight ``W`` and uses ``W_hat = W / max(1, sigma / coeff)`` (eq. 2), where
+``sigma`` estimates the l2 operator norm of the *linear map the layer applies*:
+
+* Linear and 1x1 convolutions: the largest singular value of the ``(out, in)`` weight matrix (a 1x1
+  convolution acts on every pixel with that matrix, so its operator norm is the matrix norm).
+* k x k convolutions (k > 1): the operator norm of the convolution ``R^{C_in x H x W} ->
+  R^{C_out x H' x W'}`` at the layer's input size ``input_hw``, with its zero padding. This can be
+  up to k times the norm of the reshaped ``(C_out, C_in k^2)`` matrix, which would under-constrain.
+
+``sigma`` comes from power iteration on unit vectors ``u`` (output side) and ``v`` (input side):
+``u <- A v / |A v|``, ``v <- A^T u / |A^T u|`` with ``A`` the layer's map (``conv2d`` and
+``conv_transpose2d`` for convolutions). The forward pass never iterates; it uses the stored
+buffers and ``sigma = u^T A v``, which is linear, hence differentiable, in ``W``. ``refine`` /
+``update_lipschitz`` advance the iteration in place between optimiser steps.
+
+For k x k convolutions ``u^T conv(v, W) = <W, G>`` with ``G = dsigma/dW`` the correlation of ``u``
+and ``v``; ``G`` is cached until ``u`` or ``v`` change, so a forward pass pays one element-wise
+product for ``sigma`` instead of a convolution (and its backward).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "SpectralNormLinear",
+    "SpectralNormConv2d",
+    "update_lipschitz",
+    "spectral_norm_layers",
+    "true_operator_norm",
+]
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm().clamp_min(1e-12)
+
+
+class _SpectralNormBase(nn.Module):
+    """Shared power-iteration machinery; subclasses define the map ``A`` and its adjoint."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+    u: torch.Tensor
+    v: torch.Tensor
+
+    def __init__(self, coeff: float) -> None:
+        super().__init__()
+        if not coeff > 0:
+            raise ValueError(f"coeff must be > 0, got {coeff}")
+        self.coeff = float(coeff)
+
+    # ---------------------------------------------------------------- to be provided
+    def _apply_op(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # A v
+        raise NotImplementedError
+
+    def _apply_adjoint(self, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # A^T u
+        raise NotImplementedError
+
+    def _init_vectors(self, u_shape: tuple[int, ...], v_shape: tuple[int, ...], tol: float, max_iters: int) -> None:
+        w = self.weight
+        self.register_buffer("u", _unit(torch.randn(u_shape, dtype=w.dtype, device=w.device)))
+        self.register_buffer("v", _unit(torch.randn(v_shape, dtype=w.dtype, device=w.device)))
+        if w.device.type != "meta":
+            self.refine(None, tol=tol, max_iters=max_iters)
+
+    # ---------------------------------------------------------------- power iteration
+    @torch.no_grad()
+    def refine(self, n_iterations: int | None = None, tol: float = 1e-3, max_iters: int = 200) -> int:
+        """Power-iterate ``u``, ``v`` in place; returns the number of iterations run.
+
+        ``n_iterations`` given: exactly that many. ``None``: tolerance mode, stop (after at most
+        ``max_iters``) once ``|du| / sqrt(numel u) < tol + tol * max(u)`` and likewise for ``v``.
+        """
+        w = self.weight.detach()
+        u, v = self.u.clone(), self.v.clone()
+        tolerance_mode = n_iterations is None
+        limit = max_iters if tolerance_mode else int(n_iterations)
+        done = 0
+        for _ in range(limit):
+            u_new = _unit(self._apply_op(v, w))
+            v_new = _unit(self._apply_adjoint(u_new, w))
+            done += 1
+            if tolerance_mode:
+                err_u = (u_new - u).norm() / math.sqrt(u.numel())
+                err_v = (v_new - v).norm() / math.sqrt(v.numel())
+                converged = (err_u < tol + tol * u_new.max()) & (err_v < tol + tol * v_new.max())
+                u, v = u_new, v_new
+                if bool(converged):
+                    break
+            else:
+                u, v = u_new, v_new
+        if done:
+            self.u.copy_(u)
+            self.v.copy_(v)
+        return done
+
+    # ---------------------------------------------------------------- sigma and W_hat
+    def sigma(self) -> torch.Tensor:
+        """``u^T A v`` with the stored vectors: the operator-norm estimate, differentiable in W."""
+        return torch.dot(self.u.reshape(-1), self._apply_op(self.v, self.weight).reshape(-1))
+
+    def normalized_weight(self) -> torch.Tensor:
+        """Eq. 2: ``W / max(1, sigma / coeff)``."""
+        factor = torch.clamp(self.sigma() / self.coeff, min=1.0)
+        return self.weight / factor
+
+
+class SpectralNormLinear(_SpectralNormBase):
+    """``y = W_hat x + b`` with ``W_hat`` of eq. 2 and ``sigma`` the weight's largest singular value.
+
+    Weight and bias are initialised as ``nn.Linear`` does. ``u`` (out,) and ``v`` (in,) are power-
+    iterated at construction in tolerance mode (``tol``, at most ``max_iters`` iterations).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        coeff: float,
+        bias: bool = True,
+        *,
+        tol: float = 1e-3,
+        max_iters: int = 200,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(coeff)
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(self.out_features, **factory)) if bias else None
+        self.reset_parameters()
+        self._init_vectors((self.out_features,), (self.in_features,), tol, max_iters)
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default ``nn.Linear`` init (kaiming-uniform a=sqrt(5), uniform bias)."""
+        nn.Linear.reset_parameters(self)  # type: ignore[arg-type]
+
+    def _apply_op(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return torch.mv(weight, v)
+
+    def _apply_adjoint(self, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return torch.mv(weight.t(), u)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.normalized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, coeff={self.coeff}, bias={self.bias is not None}"
+
+
+def _pair(x: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(x, int):
+        return (x, x)
+    a, b = x
+    return (int(a), int(b))
+
+
+class SpectralNormConv2d(_SpectralNormBase):
+    """Stride-1 ``conv2d(x, W_hat, b, padding)`` with ``W_hat`` of eq. 2.
+
+    1x1 kernels: ``sigma`` is the largest singular value of the ``(out, in)`` matrix (``u`` (out,),
+    ``v`` (in,)). Larger kernels: ``sigma`` is the operator norm of the convolution on
+    ``(C_in, *input_hw)`` maps (``v`` of shape (1, C_in, H, W), ``u`` (1, C_out, H', W')); forward
+    inputs must then have spatial size ``input_hw``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        padding: int | tuple[int, int],
+        input_hw: tuple[int, int],
+        coeff: float,
+        bias: bool = True,
+        *,
+        tol: float = 1e-3,
+        max_iters: int = 200,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(coeff)
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = _pair(kernel_size)
+        self.padding = _pair(padding)
+        self.input_hw = _pair(input_hw)  # type: ignore[arg-type]
+        kh, kw = self.kernel_size
+        ph, pw = self.padding
+        h, w = self.input_hw
+        self.output_hw = (h + 2 * ph - kh + 1, w + 2 * pw - kw + 1)
+        if min(self.output_hw) < 1:
+            raise ValueError(f"kernel {self.kernel_size} with padding {self.padding} does not fit input {self.input_hw}")
+        self.is_pointwise = self.kernel_size == (1, 1)
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels, kh, kw, **factory))
+        self.bias = nn.Parameter(torch.empty(self.out_channels, **factory)) if bias else None
+        self.reset_parameters()
+        self._gram: torch.Tensor | None = None
+        self._gram_key: tuple | None = None
+        if self.is_pointwise:
+            u_shape: tuple[int, ...] = (self.out_channels,)
+            v_shape: tuple[int, ...] = (self.in_channels,)
+        else:
+            u_shape = (1, self.out_channels, *self.output_hw)
+            v_shape = (1, self.in_channels, h, w)
+        self._init_vectors(u_shape, v_shape, tol, max_iters)
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default ``nn.Conv2d`` init (kaiming-uniform a=sqrt(5), uniform bias)."""
+        nn.Conv2d.reset_parameters(self)  # type: ignore[arg-type]
+
+    def _apply_op(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.is_pointwise:
+            return torch.mv(weight.reshape(self.out_channels, self.in_channels), v)
+        return F.conv2d(v, weight, padding=self.padding)
+
+    def _apply_adjoint(self, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.is_pointwise:
+            return torch.mv(weight.reshape(self.out_channels, self.in_channels).t(), u)
+        return F.conv_transpose2d(u, weight, padding=self.padding)
+
+    # ---------------------------------------------------------------- cached dsigma/dW
+    def _gram_cache_key(self) -> tuple | None:
+        if torch.compiler.is_compiling():
+            return None
+        u, v = self.u, self.v
+        try:
+            return (u.data_ptr(), u._version, v.data_ptr(), v._version, u.device, u.dtype)
+        except RuntimeError:  # tensors without storage / version counter: no caching
+            return None
+
+    def _correlation(self) -> torch.Tensor:
+        """``G = dsigma/dW``: ``G[o, i, a, b] = sum_{y, x} u[o, y, x] * v_pad[i, y + a, x + b]``."""
+        with torch.no_grad():
+            return torch.nn.grad.conv2d_weight(self.v, self.weight.shape, self.u, padding=self.padding)
+
+    def sigma(self) -> torch.Tensor:
+        if self.is_pointwise:
+            return super().sigma()
+        key = self._gram_cache_key()
+        if key is None:
+            return super().sigma()
+        if self._gram is None or self._gram_key != key:
+            self._gram = self._correlation()
+            self._gram_key = key
+        return (self.weight * self._gram).sum()
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self._gram, self._gram_key = None, None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.is_pointwise and tuple(x.shape[-2:]) != self.input_hw:
+            raise ValueError(
+                f"SpectralNormConv2d normalises the operator at input size {self.input_hw}, got {tuple(x.shape[-2:])}"
+            )
+        return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, padding={self.padding}, "
+            f"input_hw={self.input_hw}, coeff={self.coeff}, bias={self.bias is not None}"
+        )
+
+
+SpectralNormLayer = (SpectralNormLinear, SpectralNormConv2d)
+
+
+def spectral_norm_layers(module: nn.Module) -> Iterator[_SpectralNormBase]:
+    """Every spectrally normalised layer inside ``module`` (including itself)."""
+    for m in module.modules():
+        if isinstance(m, _SpectralNormBase):
+            yield m
+
+
+def update_lipschitz(module: nn.Module, n_iterations: int | None = None, tol: float = 1e-3, max_iters: int = 200) -> None:
+    """``refine`` every spectrally normalised layer in ``module`` (after each optimiser step)."""
+    for layer in spectral_norm_layers(module):
+        layer.refine(n_iterations, tol=tol, max_iters=max_iters)
+
+
+@torch.no_grad()
+def true_operator_norm(
+    layer: SpectralNormLinear | SpectralNormConv2d,
+    normalized: bool = True,
+    dense_limit: int = 1024,
+    power_iters: int = 20000,
+    rel_tol: float = 1e-13,
+) -> float:
+    """The l2 operator norm of the layer's linear map, computed in float64 for testing.
+
+    Matrices (Linear, 1x1 conv) and convolutions with at most ``dense_limit`` input values: exact,
+    from the singular values of the dense operator (the convolution applied to the standard basis).
+    Larger convolutions: power iteration on ``A^T A`` from a fixed random start until the estimate
+    changes by less than ``rel_tol`` (relative) or after ``power_iters`` steps; a lower bound that
+    converges to the norm. ``normalized`` selects ``W_hat`` of eq. 2 (current buffers), else raw ``W``.
+    """
+    w = (layer.normalized_weight() if normalized else layer.weight).detach().double()
+    if isinstance(layer, SpectralNormLinear) or (isinstance(layer, SpectralNormConv2d) and layer.is_pointwise):
+        return float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2))
+    c, (h, wd) = layer.in_channels, layer.input_hw
+    n = c * h * wd
+    if n <= dense_limit:
+        basis = torch.eye(n, dtype=torch.float64, device=w.device).reshape(n, c, h, wd)
+        dense = F.conv2d(basis, w, padding=layer.padding).reshape(n, -1)
+        return float(torch.linalg.matrix_norm(dense, ord=2))
+    gen = torch.Generator(device=w.device).manual_seed(0)
+    v = _unit(torch.randn((1, c, h, wd), dtype=torch.float64, device=w.device, generator=gen))
+    norm = 0.0
+    for _ in range(power_iters):
+        v = F.conv_transpose2d(F.conv2d(v, w, padding=layer.padding), w, padding=layer.padding)
+        new = float(v.norm().sqrt())  # sqrt |A^T A v| -> sigma for unit v
+        v = _unit(v)
+        if abs(new - norm) <= rel_tol * new:
+            return new
+        norm = new
+    return norm
