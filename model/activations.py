@@ -11,13 +11,23 @@ LipSwish"), acting element-wise; CLipSwish concatenates along dim 1 (channels / 
   raw ``a = -3`` and raw ``b = 0.5``; a convex combination of two 1-Lipschitz maps.
 
 Every module owns its raw parameters (1, 1 and 2 scalars respectively).
+
+Evaluation keeps the tensor-sized work small (a few element-wise passes with fused second
+derivatives matter: the log-det estimator differentiates the activation twice):
+
+* ``sigmoid(-z) = 1 - sigmoid(z)`` gives ``LipSwish(-x) = LipSwish(x) - x / 1.1``, so the second half
+  of CLipSwish costs one fused multiply-add instead of a second sigmoid on a negated copy;
+* constant divisors and the caller's scale are folded into one scalar factor.
+
+``scaled_pieces(x, scale)`` returns tensors whose concatenation on dim 1 is ``scale * act(x)``; the
+dense layers (paper eq. 5) fold their concatenation weight into it instead of multiplying the output.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 LIPSWISH_DIVISOR = 1.1
 """Divisor of eq. 10; bounds sup_x d/dx [x * sigmoid(beta x)] = 1.0998 by 1."""
@@ -28,9 +38,16 @@ CLIPSWISH_DIVISOR = 1.004
 RAW_BETA_INIT = 0.5
 RAW_ALPHA_INIT = -3.0
 
+Scale = Tensor | float | None
 
-def _lipswish(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+
+def _lipswish(x: Tensor, beta: Tensor) -> Tensor:
+    """Eq. 10 as written in the paper (reference form)."""
     return x * torch.sigmoid(beta * x) / LIPSWISH_DIVISOR
+
+
+def _times(a: Tensor | float, b: Scale) -> Tensor | float:
+    return a if b is None else a * b
 
 
 class LipSwish(nn.Module):
@@ -41,11 +58,17 @@ class LipSwish(nn.Module):
         self.raw_beta = nn.Parameter(torch.tensor([RAW_BETA_INIT]))
 
     @property
-    def beta(self) -> torch.Tensor:
+    def beta(self) -> Tensor:
         return F.softplus(self.raw_beta)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _lipswish(x, self.beta)
+    def scaled_pieces(self, x: Tensor, scale: Scale = None) -> list[Tensor]:
+        swish = x * torch.sigmoid(self.beta * x)
+        if scale is None:
+            return [swish / LIPSWISH_DIVISOR]
+        return [swish * (scale / LIPSWISH_DIVISOR)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scaled_pieces(x)[0]
 
 
 class CLipSwish(nn.Module):
@@ -59,12 +82,20 @@ class CLipSwish(nn.Module):
         self.raw_beta = nn.Parameter(torch.tensor([RAW_BETA_INIT]))
 
     @property
-    def beta(self) -> torch.Tensor:
+    def beta(self) -> Tensor:
         return F.softplus(self.raw_beta)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        both = torch.cat([x, -x], dim=1)
-        return _lipswish(both, self.beta) / CLIPSWISH_DIVISOR
+    def scaled_pieces(self, x: Tensor, scale: Scale = None) -> list[Tensor]:
+        c = _times(1.0 / (LIPSWISH_DIVISOR * CLIPSWISH_DIVISOR), scale)
+        first = x * torch.sigmoid(self.beta * x) * c  # c·x·sigmoid(beta x)
+        if isinstance(c, Tensor):
+            second = torch.addcmul(first, x, c, value=-1.0)  # c·(x·sigmoid(beta x) − x) = c·(−x)·sigmoid(−beta x)
+        else:
+            second = torch.sub(first, x, alpha=c)
+        return [first, second]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat(self.scaled_pieces(x), dim=1)
 
 
 class LeakyLSwish(nn.Module):
@@ -76,16 +107,22 @@ class LeakyLSwish(nn.Module):
         self.raw_beta = nn.Parameter(torch.tensor([RAW_BETA_INIT]))
 
     @property
-    def alpha(self) -> torch.Tensor:
+    def alpha(self) -> Tensor:
         return torch.sigmoid(self.raw_alpha)
 
     @property
-    def beta(self) -> torch.Tensor:
+    def beta(self) -> Tensor:
         return F.softplus(self.raw_beta)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scaled_pieces(self, x: Tensor, scale: Scale = None) -> list[Tensor]:
         alpha = self.alpha
-        return alpha * x + (1.0 - alpha) * _lipswish(x, self.beta)
+        # scale·(alpha x + (1 − alpha) x sigmoid(beta x) / 1.1) = x · (a + sigmoid(beta x) · b)
+        a = _times(alpha, scale)
+        b = _times((1.0 - alpha) / LIPSWISH_DIVISOR, scale)
+        return [x * torch.addcmul(a, torch.sigmoid(self.beta * x), b)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scaled_pieces(x)[0]
 
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {

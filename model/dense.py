@@ -27,6 +27,8 @@ class DenseLayer(nn.Module):
     η_j = softplus(K_j) + 0.1 and η̂ = lip_coeff·η/‖η‖₂, so η̂₁² + η̂₂² = lip_coeff² and the layer is
     lip_coeff-Lipschitz whenever ``net`` is 1-Lipschitz (eq. 9). K is initialised to ``eta_init``
     (the paper's 1.0); with ``learnable=False`` K is a fixed buffer and η̂₁ = η̂₂ = lip_coeff/√2.
+    When ``net`` is (linear map, activation) the activation's ``scaled_pieces`` applies η̂₂ inside its
+    own scalar factor, so the product costs no extra pass over the tensor.
     """
 
     def __init__(
@@ -52,8 +54,14 @@ class DenseLayer(nn.Module):
         return eta * (self.lip_coeff / eta.norm())
 
     def forward(self, x: Tensor) -> Tensor:
-        eta = self.eta_hat()
-        return torch.cat([x * eta[0], self.net(x) * eta[1]], dim=1)
+        eta_x, eta_net = self.eta_hat().unbind()
+        net = self.net
+        if isinstance(net, nn.Sequential) and len(net) == 2 and hasattr(net[1], "scaled_pieces"):
+            # eta_net * act(W x): the activation multiplies by eta_net inside (one fewer product)
+            pieces = net[1].scaled_pieces(net[0](x), eta_net)
+        else:
+            pieces = [net(x) * eta_net]
+        return torch.cat([x * eta_x, *pieces], dim=1)
 
     @torch.no_grad()
     def reset_concat(self) -> None:

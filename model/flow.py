@@ -51,15 +51,26 @@ def _vector_net(cfg: ModelConfig, features: int, fc_part: bool) -> nn.Module:
     return ResFlowMLPNet(features, cfg.toy_hidden, cfg.activation, cfg.sn_coeff, TOY_RESFLOW_LAST_SCALE)
 
 
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
 class Flow(nn.Module):
     """An invertible map f with tractable log-determinant and a standard normal base.
 
     ``forward(x) -> (z, logdet)``: z flattened to (B, D), logdet (B,) = log|det J_f(x)|.
+
+    ``memory_format`` is how image tensors are laid out inside the flow (the numbers are the same in
+    any layout): ``"auto"`` (default) uses channels-last on the CPU, where oneDNN convolutions run
+    faster on it, except when training back-propagates through the whole power series
+    (``neumann_grad=False``: its many slice gradients come back in the contiguous layout and the
+    mixed layouts cost more than the convolutions gain), and the contiguous layout on other devices;
+    ``"channels_last"`` / ``"contiguous"`` force one.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.memory_format = "auto"
         settings = EstimatorSettings.from_config(config)
         steps: list[nn.Module] = []
         cfg = config
@@ -90,8 +101,20 @@ class Flow(nn.Module):
         self.steps = nn.ModuleList(steps)
 
     # ------------------------------------------------------------------ transforms
+    def _layout(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            return x
+        fmt = self.memory_format
+        if fmt not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format {fmt!r} is not one of {', '.join(MEMORY_FORMATS)}")
+        auto_cl = x.device.type == "cpu" and (self.config.neumann_grad or not self.training)
+        if fmt == "channels_last" or (fmt == "auto" and auto_cl):
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         logdet = x.new_zeros(x.shape[0])
+        x = self._layout(x)
         for step in self.steps:
             x, ld = step(x)
             logdet = logdet + ld
@@ -110,7 +133,9 @@ class Flow(nn.Module):
                 x = step.inverse(x, atol=atol, rtol=rtol)
             else:
                 x = step.inverse(x)
-        return x
+                if isinstance(step, Flatten):
+                    x = self._layout(x)
+        return x.contiguous()
 
     # ------------------------------------------------------------------ densities
     def log_prob(self, x: Tensor) -> Tensor:

@@ -40,7 +40,8 @@ class ActNorm(nn.Module):
 
     Data-dependent initialisation: b = −mean, w = −½·log(max(var, 0.2)) with the unbiased variance
     over batch and spatial positions. log|det| = Σ_c w_c × (number of spatial positions).
-    Works on (B, C) and (B, C, H, W).
+    Works on (B, C) and (B, C, H, W). Once the ``initialized`` buffer has been seen True it is
+    remembered on the host, so later forward passes do not read the buffer back from the device.
     """
 
     VAR_FLOOR = 0.2
@@ -50,6 +51,16 @@ class ActNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.weight = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("initialized", torch.tensor(False))
+        self._known_initialized = False
+
+    def _is_initialized(self) -> bool:
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)
+        return self._known_initialized
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self._known_initialized = False  # the loaded buffer decides again
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _view(self, t: Tensor, x: Tensor) -> Tensor:
         return t.view(1, -1, *([1] * (x.dim() - 2)))
@@ -62,9 +73,10 @@ class ActNorm(nn.Module):
         self.bias.copy_(-mean)
         self.weight.copy_(-0.5 * torch.log(var.clamp(min=self.VAR_FLOOR)))
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if not bool(self.initialized):
+        if not self._is_initialized():
             self._initialize(x)
         y = (x + self._view(self.bias, x)) * self._view(self.weight.exp(), x)
         spatial = x[0, 0].numel()

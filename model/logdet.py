@@ -136,20 +136,31 @@ def _vjp(g: Tensor, x: Tensor, v: Tensor, create_graph: bool) -> Tensor:
 
 
 def _per_sample_dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).reshape(a.shape[0], -1).sum(1)
+    """Σ over all but the batch dimension of a·b (no reshape, so no copy for any memory layout)."""
+    prod = a * b
+    return prod if prod.dim() == 1 else prod.sum(dim=tuple(range(1, prod.dim())))
 
 
 def power_series_logdet(
     g: Tensor, x: Tensor, eps: Tensor, weights: Sequence[float], create_graph: bool
 ) -> Tensor:
     """Σ_{k=1..n} (−1)^(k+1)/k · c_k · εᵀJ^k ε per sample (paper eq. 3 with Hutchinson probes ε),
-    n = len(weights). ``create_graph`` keeps the graph so the estimate can be differentiated."""
+    n = len(weights). ``create_graph`` keeps the graph so the estimate can be differentiated.
+
+    The probe products are linear in εᵀJ^k, so the weighted terms are summed first and dotted with ε
+    once: (Σ_k a_k εᵀJ^k) ε with a_k = (−1)^(k+1) c_k / k."""
     v = eps
-    total = x.new_zeros(x.shape[0])
+    series: Tensor | None = None
     for k, c in enumerate(weights, start=1):
         v = _vjp(g, x, v, create_graph)
-        total = total + ((-1) ** (k + 1) / k * c) * _per_sample_dot(v, eps)
-    return total
+        a = (-1) ** (k + 1) / k * c
+        if series is None:
+            series = v if a == 1.0 else v * a
+        else:
+            series = torch.add(series, v, alpha=a)
+    if series is None:
+        return x.new_zeros(x.shape[0])
+    return _per_sample_dot(series, eps)
 
 
 def neumann_logdet(g: Tensor, x: Tensor, eps: Tensor, weights: Sequence[float], training: bool) -> Tensor:
@@ -157,10 +168,10 @@ def neumann_logdet(g: Tensor, x: Tensor, eps: Tensor, weights: Sequence[float], 
     without a graph. Its gradient is unbiased for ∂ log det(I + J) because (I + J)⁻¹ = Σ_k (−1)^k J^k;
     its value is not a log-det estimate. ``training`` keeps the graph of the final product."""
     with torch.no_grad():
-        v, neumann = eps, eps
+        v, neumann = eps, eps.clone()
         for k, c in enumerate(weights, start=1):
             v = _vjp(g, x, v, create_graph=False)
-            neumann = neumann + ((-1) ** k * c) * v
+            neumann.add_(v, alpha=(-1) ** k * c)
     return _per_sample_dot(_vjp(g, x, neumann, create_graph=training), eps)
 
 

@@ -18,16 +18,23 @@ buffers and ``sigma = u^T A v``, which is linear, hence differentiable, in ``W``
 For k x k convolutions ``u^T conv(v, W) = <W, G>`` with ``G = dsigma/dW`` the correlation of ``u``
 and ``v``; ``G`` is cached until ``u`` or ``v`` change, so a forward pass pays one element-wise
 product for ``sigma`` instead of a convolution (and its backward).
+
+``update_lipschitz`` advances all layers of a model together: layers with the same map shape are
+iterated as one batched map (``bmm`` for matrices, a grouped convolution for k x k convolutions),
+and in tolerance mode the per-layer convergence flags are read back once per round for the whole
+model instead of once per layer and iteration. Each layer still follows its own iteration and its
+own stopping rule, exactly as ``refine`` would run it. Under ``torch.no_grad`` (e.g. the fixed-point
+inverse) ``W_hat`` is cached until the weight or the vectors change.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = [
     "SpectralNormLinear",
@@ -101,15 +108,39 @@ class _SpectralNormBase(nn.Module):
             self.v.copy_(v)
         return done
 
+    # ---------------------------------------------------------------- batched power iteration
+    def _group_key(self) -> tuple:
+        """Layers with equal keys apply maps of the same shape and can be iterated as one batch."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _group_ops(layers: list["_SpectralNormBase"]) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        """(A, A^T) of ``len(layers)`` maps at once on stacked vectors (n, *u.shape) / (n, *v.shape)."""
+        raise NotImplementedError
+
     # ---------------------------------------------------------------- sigma and W_hat
     def sigma(self) -> torch.Tensor:
         """``u^T A v`` with the stored vectors: the operator-norm estimate, differentiable in W."""
         return torch.dot(self.u.reshape(-1), self._apply_op(self.v, self.weight).reshape(-1))
 
-    def normalized_weight(self) -> torch.Tensor:
-        """Eq. 2: ``W / max(1, sigma / coeff)``."""
+    def _compute_normalized_weight(self) -> torch.Tensor:
         factor = torch.clamp(self.sigma() / self.coeff, min=1.0)
         return self.weight / factor
+
+    def normalized_weight(self) -> torch.Tensor:
+        """Eq. 2: ``W / max(1, sigma / coeff)``; cached while autograd is off (no graph to keep)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self._compute_normalized_weight()
+        w, u, v = self.weight, self.u, self.v
+        try:
+            key = (w.data_ptr(), w._version, u.data_ptr(), u._version, v.data_ptr(), v._version, w.dtype, w.device)
+        except RuntimeError:  # tensors without storage / version counter: no caching
+            return self._compute_normalized_weight()
+        cached = self.__dict__.get("_w_hat")
+        if cached is None or cached[0] != key:
+            cached = (key, self._compute_normalized_weight())
+            self.__dict__["_w_hat"] = cached
+        return cached[1]
 
 
 class SpectralNormLinear(_SpectralNormBase):
@@ -149,6 +180,13 @@ class SpectralNormLinear(_SpectralNormBase):
 
     def _apply_adjoint(self, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return torch.mv(weight.t(), u)
+
+    def _group_key(self) -> tuple:
+        return ("matrix", self.out_features, self.in_features, self.weight.dtype, self.weight.device)
+
+    @staticmethod
+    def _group_ops(layers):  # type: ignore[no-untyped-def]
+        return _matrix_group_ops([layer.weight.detach() for layer in layers])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.normalized_weight(), self.bias)
@@ -229,6 +267,32 @@ class SpectralNormConv2d(_SpectralNormBase):
             return torch.mv(weight.reshape(self.out_channels, self.in_channels).t(), u)
         return F.conv_transpose2d(u, weight, padding=self.padding)
 
+    def _group_key(self) -> tuple:
+        w = self.weight
+        if self.is_pointwise:
+            return ("matrix", self.out_channels, self.in_channels, w.dtype, w.device)
+        return ("conv", self.out_channels, self.in_channels, self.kernel_size, self.padding, self.input_hw,
+                w.dtype, w.device)
+
+    @staticmethod
+    def _group_ops(layers):  # type: ignore[no-untyped-def]
+        first = layers[0]
+        if first.is_pointwise:
+            return _matrix_group_ops([layer.weight.detach().reshape(first.out_channels, -1) for layer in layers])
+        n = len(layers)
+        weight = torch.cat([layer.weight.detach() for layer in layers])  # (n*out, in, kh, kw): groups = n
+        pad = first.padding
+
+        def op(v: Tensor) -> Tensor:  # v: (n, 1, in, H, W) -> (n, 1, out, H', W')
+            out = F.conv2d(v.reshape(1, -1, *v.shape[-2:]), weight, padding=pad, groups=n)
+            return out.reshape(n, 1, first.out_channels, *out.shape[-2:])
+
+        def adjoint(u: Tensor) -> Tensor:
+            out = F.conv_transpose2d(u.reshape(1, -1, *u.shape[-2:]), weight, padding=pad, groups=n)
+            return out.reshape(n, 1, first.in_channels, *out.shape[-2:])
+
+        return op, adjoint
+
     # ---------------------------------------------------------------- cached dsigma/dW
     def _gram_cache_key(self) -> tuple | None:
         if torch.compiler.is_compiling():
@@ -283,10 +347,97 @@ def spectral_norm_layers(module: nn.Module) -> Iterator[_SpectralNormBase]:
             yield m
 
 
+def _matrix_group_ops(weights: list[Tensor]) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    w = torch.stack(weights)  # (n, out, in)
+    wt = w.transpose(1, 2)
+    return (lambda v: torch.bmm(w, v.unsqueeze(2)).squeeze(2)), (lambda u: torch.bmm(wt, u.unsqueeze(2)).squeeze(2))
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    """Each x[i] / |x[i]| (the batched ``_unit``)."""
+    norms = x.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return x / norms.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class _Group:
+    """Layers whose maps have one shape, power-iterated together (see ``update_lipschitz``)."""
+
+    def __init__(self, layers: list[_SpectralNormBase]) -> None:
+        self.layers = layers
+        self.op, self.adjoint = type(layers[0])._group_ops(layers)
+        self.u = torch.stack([layer.u for layer in layers])
+        self.v = torch.stack([layer.v for layer in layers])
+        self.u_dim = math.sqrt(layers[0].u.numel())
+        self.v_dim = math.sqrt(layers[0].v.numel())
+
+    def step(self, tol: float | None) -> Tensor | None:
+        """One iteration for every layer; in tolerance mode the (n,) flags of ``refine``'s test."""
+        u_new = _unit_rows(self.op(self.v))
+        v_new = _unit_rows(self.adjoint(u_new))
+        flags = None
+        if tol is not None:
+            err_u = (u_new - self.u).flatten(1).norm(dim=1) / self.u_dim
+            err_v = (v_new - self.v).flatten(1).norm(dim=1) / self.v_dim
+            flags = (err_u < tol + tol * u_new.flatten(1).amax(1)) & (err_v < tol + tol * v_new.flatten(1).amax(1))
+        self.u, self.v = u_new, v_new
+        return flags
+
+    def write_back(self, keep: list[int] | None = None) -> None:
+        """Copy the iterates into the layers' buffers (all, or all but the indices in ``keep``)."""
+        keep_set = set(keep or ())
+        for i, layer in enumerate(self.layers):
+            if i not in keep_set:
+                layer.u.copy_(self.u[i])
+                layer.v.copy_(self.v[i])
+
+    def retain(self, keep: list[int]) -> None:
+        """Continue with the layers at ``keep`` only."""
+        self.layers = [self.layers[i] for i in keep]
+        index = torch.tensor(keep, device=self.u.device)
+        self.u, self.v = self.u.index_select(0, index), self.v.index_select(0, index)
+        self.op, self.adjoint = type(self.layers[0])._group_ops(self.layers)
+
+
+@torch.no_grad()
 def update_lipschitz(module: nn.Module, n_iterations: int | None = None, tol: float = 1e-3, max_iters: int = 200) -> None:
-    """``refine`` every spectrally normalised layer in ``module`` (after each optimiser step)."""
+    """``refine`` every spectrally normalised layer in ``module`` (after each optimiser step).
+
+    Every layer ends exactly where its own ``refine(n_iterations, tol, max_iters)`` would: layers of
+    the same shape are iterated as one batch, and in tolerance mode all layers advance in rounds,
+    each round reading every layer's convergence flag back at once; converged layers leave.
+    """
+    groups: dict[tuple, list[_SpectralNormBase]] = {}
     for layer in spectral_norm_layers(module):
-        layer.refine(n_iterations, tol=tol, max_iters=max_iters)
+        groups.setdefault(layer._group_key(), []).append(layer)
+    if n_iterations is not None:
+        for layers in groups.values():
+            if len(layers) == 1:
+                layers[0].refine(n_iterations)
+                continue
+            group = _Group(layers)
+            for _ in range(int(n_iterations)):
+                group.step(None)
+            if n_iterations > 0:
+                group.write_back()
+        return
+    active = [_Group(layers) for layers in groups.values()]
+    for _ in range(max_iters):
+        if not active:
+            break
+        flags = torch.cat([group.step(tol) for group in active]).tolist()  # one host read per round
+        still: list[_Group] = []
+        offset = 0
+        for group in active:
+            n = len(group.layers)
+            keep = [i for i in range(n) if not flags[offset + i]]
+            offset += n
+            group.write_back(keep)
+            if keep:
+                group.retain(keep)
+                still.append(group)
+        active = still
+    for group in active:  # out of iterations: keep the last iterates, as refine does
+        group.write_back()
 
 
 @torch.no_grad()
