@@ -1,0 +1,101 @@
+"""Parameter budgets: the exact size of the Residual Flow an i-DenseNet must match.
+
+The paper compares architectures at an equal parameter count (§4.2, Table 1: every i-DenseNet is
+held at the 8.7M of the small Residual Flow). A named budget is the exact count, from
+:func:`count_parameters`, of a Residual Flow reference configuration; a number is taken as given.
+A budget is met when the relative deviation |P − B| / B is at most the tolerance (default ±1.5%,
+the spread of the paper's own "equal budget" models, −0.4% … +1.2%).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model.config import ModelConfig
+
+from .count import count_parameters
+
+DEFAULT_TOLERANCE = 0.015
+
+_RESFLOW = dict(family="resflow", activation="lipswish")
+
+#: Residual Flow reference configurations the named budgets count.
+REFERENCE_CONFIGS: dict[str, ModelConfig] = {
+    # Residual Flow of the 8.7M comparison (paper Table 1): 4-4-4 blocks, hidden 512, 4 FC blocks
+    "cifar10-small": ModelConfig(**_RESFLOW, input_shape=(3, 32, 32), blocks_per_scale=(4, 4, 4)),
+    # full CIFAR10 Residual Flow (Table 2, 25.2M)
+    "cifar10-full": ModelConfig(**_RESFLOW, input_shape=(3, 32, 32), blocks_per_scale=(16, 16, 16)),
+    # ImageNet32 Residual Flow (Table 2, 47.1M)
+    "imagenet32": ModelConfig(**_RESFLOW, input_shape=(3, 32, 32), blocks_per_scale=(32, 32, 32)),
+    # the toy Residual Flow (§4.1): 10 blocks of 4 hidden layers of 128 on 2-D data
+    "toy": ModelConfig(
+        **_RESFLOW, input_shape=(2,), blocks_per_scale=(10,), toy_hidden=(128, 128, 128, 128),
+        sn_coeff=0.9, actnorm=False, fc_blocks=0,
+    ),
+    # our choice for scikit-learn digits (1×8×8, 17 grey levels; not in the paper): a small Residual
+    # Flow with 2 scales (8×8, then 4×4 after one squeeze) of 2 blocks, hidden 64, FC hidden 64
+    "digits": ModelConfig(
+        **_RESFLOW, input_shape=(1, 8, 8), n_levels=17, blocks_per_scale=(2, 2), hidden=64,
+        fc_hidden=64,
+    ),
+}
+
+#: name -> exact budget (parameters)
+BUDGETS: dict[str, int] = {name: count_parameters(cfg) for name, cfg in REFERENCE_CONFIGS.items()}
+
+
+class UnknownBudget(ValueError):
+    """A budget that is neither a preset name nor a positive integer."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A parameter target ``params`` met by counts within ``params·(1 ± tolerance)``."""
+
+    params: int
+    tolerance: float = DEFAULT_TOLERANCE
+    name: str | None = None
+
+    def deviation(self, count: int) -> float:
+        """Relative deviation (count − budget) / budget."""
+        return (count - self.params) / self.params
+
+    def fits(self, count: int) -> bool:
+        return abs(self.deviation(count)) <= self.tolerance
+
+    def describe(self) -> str:
+        label = f"{self.name} = " if self.name else ""
+        return f"{label}{self.params:,} ±{100 * self.tolerance:g}%"
+
+
+def resolve_budget(spec: str | int | float) -> int:
+    """The budget in parameters of a preset name (see :data:`BUDGETS`) or a positive whole number
+    (an int, an integral float such as 8.7e6, or a string of either)."""
+    if isinstance(spec, bool):
+        raise UnknownBudget(f"budget {spec!r} is neither a preset ({', '.join(BUDGETS)}) nor a number")
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key in BUDGETS:
+            return BUDGETS[key]
+        try:
+            spec = float(key.replace("_", "").replace(",", ""))
+        except ValueError:
+            raise UnknownBudget(
+                f"budget {spec!r} is neither a preset ({', '.join(BUDGETS)}) nor a number"
+            ) from None
+    if isinstance(spec, float):
+        if not spec.is_integer():
+            raise UnknownBudget(f"budget {spec!r} is not a whole number of parameters")
+        spec = int(spec)
+    if not isinstance(spec, int) or spec < 1:
+        raise UnknownBudget(f"budget {spec!r} must be a positive number of parameters")
+    return spec
+
+
+def make_budget(spec: str | int | float, tolerance: float = DEFAULT_TOLERANCE) -> Budget:
+    """A :class:`Budget` from a preset name or a number; ``tolerance`` is relative (0.015 = ±1.5%)."""
+    if not 0 < tolerance < 1:
+        raise UnknownBudget(f"tolerance {tolerance!r} must lie in (0, 1)")
+    params = resolve_budget(spec)
+    name = spec.strip().lower() if isinstance(spec, str) and spec.strip().lower() in BUDGETS else None
+    return Budget(params, float(tolerance), name)

@@ -1,0 +1,246 @@
+"""Command line for budgets and spaces: ``space show``, ``space list`` and ``count``.
+
+``register(subparsers)`` adds the subcommands to the project CLI (each sets ``func`` to a
+``cmd_*(args) -> int``); ``main(argv)`` runs them stand-alone. Errors print one line per problem on
+stderr and return exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from model.config import ConfigError, ModelConfig, toy_config
+
+from .budgets import BUDGETS, DEFAULT_TOLERANCE, REFERENCE_CONFIGS, UnknownBudget, make_budget
+from .count import count_parameters
+from .solver import BudgetError, nearest_width
+from .space import DATASETS, SpaceError, _show, load_space, shipped_spaces
+
+EXIT_ERROR = 2
+
+
+class CliError(ValueError):
+    """A user error: printed as one line per problem, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------- space
+def _format_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no combinations)"
+    cols = list(rows[0])
+    text = [[_cell(c, r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
+    line = lambda cells: "  ".join(s.rjust(w) for s, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(t) for t in text])
+
+
+def _cell(col: str, value: Any) -> str:
+    if col == "deviation":
+        return f"{100 * value:+.2f}%"
+    if col == "count":
+        return f"{value:,}"
+    if col == "feasible":
+        return "yes" if value else "NO"
+    return _show(value)
+
+
+def cmd_space_show(args: argparse.Namespace) -> int:
+    """Print a space and, per combination of count-changing choices, the solved width and count."""
+    space = load_space(args.space)
+    print(space.describe())
+    print()
+    print(_format_table(space.table()))
+    return 0
+
+
+def cmd_space_list(args: argparse.Namespace) -> int:
+    """Print the shipped spaces and the budget presets."""
+    print("shipped spaces: " + ", ".join(shipped_spaces()))
+    print("budget presets:")
+    for name, params in BUDGETS.items():
+        ref = REFERENCE_CONFIGS[name]
+        print(f"  {name:14s} {params:>12,}  Residual Flow {'-'.join(map(str, ref.blocks_per_scale))}"
+              f" on {'x'.join(map(str, ref.input_shape))}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- count
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    """Integers separated by '-', ',' or 'x' (4-4-4, 3,32,32, 3x32x32)."""
+    try:
+        return tuple(int(p) for p in re.split(r"[-,x]", text.strip()))
+    except ValueError:
+        raise CliError(f"{what}: {text!r} is not a list of integers (e.g. 4-4-4 or 3,32,32)") from None
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"--config: no such file {path}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except yaml.YAMLError as e:
+        raise CliError(f"--config {path}: not valid YAML/JSON ({getattr(e, 'problem', e)})") from None
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        data = data["model"]  # a trial config {"model": {...}, "train": {...}}
+    if not isinstance(data, dict):
+        raise CliError(f"--config {path}: must hold a mapping of model config fields")
+    return data
+
+
+_FLAG_FIELDS = {
+    "family": "family", "activation": "activation", "depth": "depth", "growth": "growth",
+    "hidden": "hidden", "fc_hidden": "fc_hidden", "fc_growth": "fc_growth", "fc_width": "fc_width",
+    "fc_blocks": "fc_blocks",
+}
+
+
+def config_from_args(args: argparse.Namespace) -> ModelConfig:
+    """The model config of ``count``: defaults (toy defaults for 2-D data), then ``--config``, then
+    the flags."""
+    values: dict[str, Any] = _read_config_file(args.config) if args.config else {}
+    for flag, field in _FLAG_FIELDS.items():
+        v = getattr(args, flag)
+        if v is not None:
+            values[field] = v
+    if args.dataset:
+        key = args.dataset.lower()
+        if key not in DATASETS:
+            raise CliError(f"--dataset: {args.dataset!r} is not one of {', '.join(DATASETS)}")
+        shape, levels = DATASETS[key]
+        values["input_shape"] = shape
+        if levels is not None:
+            values["n_levels"] = levels
+    if args.input_shape:
+        values["input_shape"] = _ints(args.input_shape, "--input-shape")
+    if args.blocks:
+        values["blocks_per_scale"] = _ints(args.blocks, "--blocks")
+    if args.toy_hidden:
+        values["toy_hidden"] = _ints(args.toy_hidden, "--toy-hidden")
+    if args.lc is not None:
+        values["learnable_concat"] = args.lc
+    if args.actnorm is not None:
+        values["actnorm"] = args.actnorm
+    shape = values.get("input_shape")
+    toy = shape is not None and len(tuple(shape)) == 1
+    try:
+        return toy_config(**values) if toy else ModelConfig.from_dict(values)
+    except TypeError as e:
+        raise CliError(f"config: {e}") from None
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    """Print the exact parameter count of a config (and its deviation from a budget)."""
+    cfg = config_from_args(args)
+    if args.solve and args.budget is None:
+        raise CliError("--solve needs --budget")
+    if args.budget is not None:
+        budget = make_budget(args.budget, args.tolerance)
+        if args.solve:
+            sol = nearest_width(cfg, budget.params, budget.tolerance)
+            cfg = cfg.replace(**{sol.field: sol.width})
+            if not sol.feasible:
+                raise BudgetError(f"no {sol.field} fits {budget.describe()}: nearest {sol.nearest_text()}")
+    count = count_parameters(cfg)
+    if args.json:
+        out: dict[str, Any] = {"count": count, "model": cfg.to_dict()}
+        if args.budget is not None:
+            out.update(budget=budget.params, deviation=budget.deviation(count), within=budget.fits(count))
+        print(json.dumps(out))
+        return 0
+    summary = (f"{cfg.family}, {cfg.activation}, input {'x'.join(map(str, cfg.input_shape))}, "
+               f"blocks {'-'.join(map(str, cfg.blocks_per_scale))}")
+    if cfg.family == "idensenet":
+        summary += f", depth {cfg.depth}, growth {cfg.growth}, LC {'on' if cfg.learnable_concat else 'off'}"
+    else:
+        summary += f", hidden {cfg.hidden}"
+    print(summary)
+    print(f"parameters: {count:,}")
+    if args.budget is not None:
+        dev = budget.deviation(count)
+        print(f"budget: {budget.describe()}; deviation {100 * dev:+.2f}% "
+              f"({'within' if budget.fits(count) else 'OUTSIDE'} tolerance)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- wiring
+def _run(func: Any, args: argparse.Namespace) -> int:
+    try:
+        return int(func(args))
+    except SpaceError as e:
+        for line in e.problems:
+            print(f"error: {line}", file=sys.stderr)
+    except (CliError, ConfigError, BudgetError, UnknownBudget) as e:
+        print(f"error: {e}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _safe(func: Any) -> Any:
+    def wrapped(args: argparse.Namespace) -> int:
+        return _run(func, args)
+
+    wrapped.__name__ = func.__name__
+    wrapped.__doc__ = func.__doc__
+    return wrapped
+
+
+def register(subparsers: Any) -> None:
+    """Add ``space {show,list}`` and ``count`` to an argparse subparsers object; each parser sets
+    ``func`` (args -> exit code; errors already printed, code 2)."""
+    sp = subparsers.add_parser("space", help="search spaces: show one, list the shipped ones")
+    sub = sp.add_subparsers(dest="space_command", metavar="{show,list}")
+    sub.required = True
+    show = sub.add_parser("show", help="print a space and its solved growth per depth/activation/blocks")
+    show.add_argument("space", metavar="FILE_OR_NAME", help=f"a YAML file or one of: {', '.join(shipped_spaces())}")
+    show.set_defaults(func=_safe(cmd_space_show))
+    lst = sub.add_parser("list", help="list shipped spaces and budget presets")
+    lst.set_defaults(func=_safe(cmd_space_list))
+
+    c = subparsers.add_parser("count", help="exact parameter count of a model config (no building)")
+    c.add_argument("--config", help="YAML/JSON file of model config fields (or a trial config with 'model:')")
+    c.add_argument("--family", choices=("idensenet", "resflow"))
+    c.add_argument("--activation", choices=("lipswish", "clipswish", "leakylswish"))
+    c.add_argument("--depth", type=int)
+    c.add_argument("--growth", type=int)
+    c.add_argument("--hidden", type=int, help="Residual Flow conv hidden width")
+    c.add_argument("--fc-hidden", dest="fc_hidden", type=int)
+    c.add_argument("--fc-growth", dest="fc_growth", type=int)
+    c.add_argument("--fc-width", dest="fc_width", type=int)
+    c.add_argument("--fc-blocks", dest="fc_blocks", type=int)
+    c.add_argument("--blocks", help="blocks per scale, e.g. 4-4-4 (toy: 10)")
+    c.add_argument("--input-shape", dest="input_shape", help="e.g. 3,32,32 or 1,8,8 or 2")
+    c.add_argument("--dataset", help=f"sets the input shape: {', '.join(DATASETS)}")
+    c.add_argument("--toy-hidden", dest="toy_hidden", help="toy Residual Flow widths, e.g. 128-128-128-128")
+    c.add_argument("--lc", dest="lc", action="store_true", default=None, help="learnable concatenation on")
+    c.add_argument("--no-lc", dest="lc", action="store_false", help="learnable concatenation off")
+    c.add_argument("--actnorm", dest="actnorm", action="store_true", default=None)
+    c.add_argument("--no-actnorm", dest="actnorm", action="store_false")
+    c.add_argument("--budget", help=f"preset ({', '.join(BUDGETS)}) or a number: print the deviation")
+    c.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="relative, default 0.015")
+    c.add_argument("--solve", action="store_true", help="set the growth (hidden) closest to --budget first")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=_safe(cmd_count))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry (``python -m search_spaces.cli``); returns the exit code."""
+    parser = argparse.ArgumentParser(prog="search-spaces", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="{space,count}")
+    subparsers.required = True
+    register(subparsers)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed its one-line error
+        return int(e.code) if isinstance(e.code, int) else EXIT_ERROR
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
