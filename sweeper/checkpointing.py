@@ -1,0 +1,134 @@
+"""Checkpoints that alone rebuild and resume a run.
+
+A checkpoint folder holds
+
+* ``state.pt`` (rank 0): model weights and buffers, the EMA shadow parameters, the optimiser state,
+  the iteration counter (which drives the linear warm-up lr·min((itr+1)/1000, 1)), the number of
+  finished epochs, the best test score so far, the model config dict and the train config dict;
+* ``rng_rank<r>.pt`` (every rank r): that process's torch (CPU and CUDA), numpy and python RNG states,
+  so the Russian-roulette draws, Hutchinson probes and dequantisation noise continue exactly;
+* ``meta.json`` (rank 0): a human-readable summary (epoch, scores, configs).
+
+Every file is written to a temporary name in the same folder and moved into place with
+``os.replace``, so a crash never leaves a truncated file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+CHECKPOINT_FORMAT = 1
+
+
+def rng_file(rank: int) -> str:
+    return f"rng_rank{rank}.pt"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike[str]) -> None:
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def capture_rng(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's RNG states: torch CPU (and the CUDA device's), numpy global, python ``random``."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict[str, Any], device: torch.device | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str],
+    rank: int,
+    state: dict[str, Any] | None,
+    rng: dict[str, Any],
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Write this rank's part of a checkpoint into ``directory`` (rank 0 passes ``state`` and ``meta``)."""
+    d = Path(directory)
+    if state is not None:
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, d / STATE_FILE)
+    if meta is not None:
+        atomic_write_text(json.dumps(meta, indent=1, default=str), d / META_FILE)
+    atomic_torch_save(rng, d / rng_file(rank))
+
+
+def load_state(directory: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """The rank-0 state of a checkpoint folder (raises FileNotFoundError naming the folder)."""
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {STATE_FILE} in checkpoint folder {directory}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_rng(directory: str | os.PathLike[str], rank: int) -> dict[str, Any] | None:
+    """This rank's RNG states, or None when the run that wrote it had fewer ranks."""
+    path = Path(directory) / rng_file(rank)
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_model(directory: str | os.PathLike[str], use_ema: bool = True):
+    """Rebuild the flow a checkpoint describes and load its weights (EMA weights when present).
+
+    Returns ``(model, state)`` with the model in eval mode on the CPU.
+    """
+    from model.config import ModelConfig
+    from model.flow import build_model
+
+    state = load_state(directory)
+    model = build_model(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    if use_ema and state.get("ema"):
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["ema"].items():
+                named[name].copy_(value)
+    model.eval()
+    return model, state

@@ -1,0 +1,111 @@
+"""PNG figures (matplotlib, Agg backend): score per epoch, toy densities, image sample grids."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+TOY_EXTENT = 4.0  # the toy densities live in [-4, 4]^2
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> None:
+    """Save to a path (written to a temporary name, then renamed) or to a binary file object."""
+    if not isinstance(path, (str, os.PathLike)):
+        fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_scores(curves: dict[str, list[tuple[int, float]]], path, ylabel: str) -> None:
+    """One line of test score against epoch per trial."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, pts in sorted(curves.items()):
+        if pts:
+            e, s = zip(*pts)
+            ax.plot(e, s, marker="o", ms=3, label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7, loc="upper right")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def toy_log_density(model, n: int = 120, extent: float = TOY_EXTENT) -> np.ndarray:
+    """log p(x) on an n×n grid over [-extent, extent]² (exact 2-D log-det in eval mode)."""
+    import torch
+
+    xs = torch.linspace(-extent, extent, n)
+    grid = torch.stack(torch.meshgrid(xs, xs, indexing="xy"), dim=-1).reshape(-1, 2)
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for chunk in grid.split(4096):
+            out.append(model.log_prob(chunk).cpu())
+    return torch.cat(out).reshape(n, n).numpy()
+
+
+def plot_toy_densities(
+    models: Sequence[tuple[str, object]], path, data: str | None = None, n: int = 56
+) -> None:
+    """A panel of exp(log p) per model on an n×n grid (title: its label), plus the data when named."""
+    plt = _plt()
+    panels = len(models) + (1 if data else 0)
+    cols = min(panels, 3)
+    rows = math.ceil(panels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    flat = list(axes.ravel())
+    ext = [-TOY_EXTENT, TOY_EXTENT, -TOY_EXTENT, TOY_EXTENT]
+    if data:
+        from model.data import toy_sample
+
+        pts = toy_sample(data, 5000, np.random.default_rng(0)).numpy()
+        ax = flat.pop(0)
+        ax.hist2d(pts[:, 0], pts[:, 1], bins=120, range=[ext[:2], ext[2:]], cmap="viridis")
+        ax.set_title(f"data: {data}", fontsize=8)
+    for (label, model), ax in zip(models, flat):
+        logp = toy_log_density(model, n)
+        ax.imshow(np.exp(logp), origin="lower", extent=ext, cmap="viridis", interpolation="bilinear")
+        ax.set_title(label, fontsize=8)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= panels:
+            ax.axis("off")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_sample_grid(images, path, n_levels: int, nrow: int = 8) -> None:
+    """Samples in [0, 1) from the flow (B, C, H, W) as a grid, quantised to the data's levels."""
+    import torch
+    from torchvision.utils import make_grid
+
+    x = torch.floor(images.clamp(0, 1 - 1e-6) * n_levels) / (n_levels - 1)
+    grid = make_grid(x, nrow=nrow, padding=1).permute(1, 2, 0).cpu().numpy()
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray" if grid.shape[-1] == 1 else None)
+    ax.axis("off")
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,141 @@
+"""Bad input: one line on stderr, exit code 2, no traceback, and nothing left behind.
+
+Every case is caught before Ray starts and before the experiment folder exists.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model.config import toy_config
+from sweeper.cli import main
+
+INFEASIBLE_SPACE = """\
+name: tiny
+dataset: moons
+budget: 100
+model: {family: idensenet, blocks_per_scale: [10], actnorm: false, fc_blocks: 0}
+search:
+  depth: {choices: [3]}
+"""
+UNKNOWN_KEY_SPACE = """\
+name: typo
+dataset: moons
+budget: toy
+model: {family: idensenet, blocks_per_scale: [10]}
+serch:
+  depth: {choices: [3]}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster_address(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def _fails_cleanly(capsys, argv: list[str], *fragments: str) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("idensenet: error: "), err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+@pytest.fixture()
+def storage(tmp_path) -> Path:
+    return tmp_path / "runs"
+
+
+def _nothing_left(storage: Path) -> None:
+    assert not storage.exists() or list(storage.iterdir()) == []
+
+
+def test_unknown_space(capsys, storage):
+    _fails_cleanly(capsys, ["sweep", "--space", "no-such-space", "--storage", str(storage), "--name", "a"],
+                   "no-such-space")
+    _nothing_left(storage)
+
+
+def test_space_file_with_unknown_key(capsys, storage, tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text(UNKNOWN_KEY_SPACE)
+    _fails_cleanly(capsys, ["sweep", "--space", str(path), "--storage", str(storage), "--name", "a"], "serch")
+    _nothing_left(storage)
+
+
+def test_infeasible_budget(capsys, storage, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(INFEASIBLE_SPACE)
+    _fails_cleanly(capsys, ["sweep", "--space", str(path), "--storage", str(storage), "--name", "a"], "100")
+    _nothing_left(storage)
+
+
+def test_more_workers_than_the_cluster(capsys, storage):
+    line = _fails_cleanly(capsys, ["sweep", "--workers-per-trial", "64", "--batch-size", "640", "--storage", str(storage), "--name", "a"],
+                          "64 workers")
+    assert "CPU" in line
+    _nothing_left(storage)
+
+
+def test_unwritable_storage(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    _fails_cleanly(capsys, ["sweep", "--storage", str(blocker / "runs"), "--name", "a"], "not a folder")
+    _fails_cleanly(capsys, ["sweep", "--storage", "/proc/idensenet-runs", "--name", "a"], "not writable")
+    assert blocker.read_text() == "x"
+
+
+def test_missing_data_set(capsys, storage, tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    _fails_cleanly(capsys, ["sweep", "--space", "cifar10-small", "--data-root", str(empty), "--storage", str(storage),
+                            "--name", "a"], "cifar10", "data_batch_1")
+    assert list(empty.iterdir()) == []
+    _nothing_left(storage)
+
+
+def test_bad_train_override(capsys, storage):
+    _fails_cleanly(capsys, ["sweep", "--train", "no_such_key=1", "--storage", str(storage), "--name", "a"],
+                   "no_such_key")
+    _nothing_left(storage)
+
+
+def test_unknown_experiment(capsys, storage):
+    _fails_cleanly(capsys, ["results", "nope", "--storage", str(storage)], "nope")
+    _fails_cleanly(capsys, ["best", "nope", "--storage", str(storage), "--out", str(storage / "b.yaml")], "nope")
+    _fails_cleanly(capsys, ["sweep", "--resume", "--name", "nope", "--storage", str(storage)], "nope")
+    _fails_cleanly(capsys, ["sweep", "--resume", "--storage", str(storage)], "--name")
+    _nothing_left(storage)
+
+
+def test_train_bad_inputs(capsys, storage, tmp_path):
+    _fails_cleanly(capsys, ["train", "--config", str(tmp_path / "missing.yaml"), "--storage", str(storage)],
+                   "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": {**toy_config().to_dict(), "depth": 0}, "train": {"data": "moons"}}))
+    _fails_cleanly(capsys, ["train", "--config", str(bad), "--storage", str(storage)], "depth")
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"model": toy_config().to_dict(), "train": {"data": "moons", "batch_size": 64}}))
+    _fails_cleanly(capsys, ["train", "--config", str(good), "--workers", "64", "--storage", str(storage)],
+                   "64 worker")
+    wrong_data = tmp_path / "wrong.yaml"
+    wrong_data.write_text(yaml.safe_dump({"model": toy_config().to_dict(), "train": {"data": "digits"}}))
+    _fails_cleanly(capsys, ["train", "--config", str(wrong_data), "--storage", str(storage)], "digits")
+    _nothing_left(storage)
+
+
+def test_real_process_exit_code_and_stderr(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sweeper.cli", "sweep", "--space", "nope", "--storage",
+                           str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("idensenet: error: ")
+    assert not (tmp_path / "runs").exists()
