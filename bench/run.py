@@ -138,20 +138,29 @@ def _compile_block_nets(model) -> None:  # type: ignore[no-untyped-def]
             block.net.forward = torch.compile(block.net.forward, dynamic=False)
 
 
-def _worker_eval(opts: dict[str, Any]) -> dict[str, Any]:
+def _eval_ready_case(opts: dict[str, Any], gpu_batch: int):
+    """(torch, device, case name, batch, case) with the case's model initialised, its spectral norms
+    converged and in eval mode: the state in which evaluation and sampling are measured."""
     torch, device = _setup(opts)
     from bench.cases import make_case
-    from bench.measure import PeakMemory, summarize, time_calls
     from model.data import dequantize
 
     name = _eval_model_case(opts)
-    batch = opts.get("batch") or (200 if device.type == "cuda" else 16)
+    batch = opts.get("batch") or (gpu_batch if device.type == "cuda" else 16)
     case = make_case(name, device, batch=batch)
+    _set_memory_format(case.model, opts)
+    case.model.initialize(dequantize(case.batch(0), case.config.n_levels))
+    case.model.update_lipschitz(None)
+    case.model.eval()
+    return torch, device, name, batch, case
+
+
+def _worker_eval(opts: dict[str, Any]) -> dict[str, Any]:
+    from bench.measure import PeakMemory, summarize, time_calls
+    from model.data import dequantize
+
+    torch, device, name, batch, case = _eval_ready_case(opts, gpu_batch=200)
     model = case.model
-    _set_memory_format(model, opts)
-    model.initialize(dequantize(case.batch(0), case.config.n_levels))
-    model.update_lipschitz(None)
-    model.eval()
     mem = PeakMemory(device)
     mem.start()
 
@@ -169,19 +178,10 @@ def _worker_eval(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_sample(opts: dict[str, Any]) -> dict[str, Any]:
-    torch, device = _setup(opts)
-    from bench.cases import make_case
     from bench.measure import PeakMemory, summarize, time_calls
-    from model.data import dequantize
 
-    name = _eval_model_case(opts)
-    n = opts.get("batch") or (64 if device.type == "cuda" else 16)
-    case = make_case(name, device, batch=n)
+    torch, device, name, n, case = _eval_ready_case(opts, gpu_batch=64)
     model = case.model
-    _set_memory_format(model, opts)
-    model.initialize(dequantize(case.batch(0), case.config.n_levels))
-    model.update_lipschitz(None)
-    model.eval()
     out: dict[str, Any] = {"model": name, "batch": n, "compiled": bool(opts["compile"])}
     if opts["compile"]:
         _compile_block_nets(model)

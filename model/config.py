@@ -34,6 +34,16 @@ def channel_multiplier(activation: str) -> int:
     return 2 if activation == "clipswish" else 1
 
 
+def plain_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass instance's fields as builtins (tuples become lists), for YAML/JSON."""
+    return {f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v for f in fields(obj)}
+
+
+def unknown_keys(cls: type, data: Mapping[str, Any]) -> list[str]:
+    """The keys of ``data`` that are not fields of the dataclass ``cls``, sorted."""
+    return sorted(set(data) - {f.name for f in fields(cls)})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Complete description of one flow. Immutable; convert with :meth:`to_dict` / :meth:`from_dict`."""
@@ -195,17 +205,12 @@ class ModelConfig:
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of builtins (lists for tuples), suitable for YAML/JSON."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+        return plain_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming each one."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_keys(cls, data)
         if unknown:
             raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
         return cls(**dict(data))

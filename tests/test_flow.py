@@ -11,35 +11,10 @@ from model import ModelConfig, build_model, toy_config
 from model.data import TOY_IDENTITY_NLL, toy_sample
 from model.iresblock import InvertibleResBlock
 from model.toy_train import evaluate_toy, train_toy
+from reference_counts import CIFAR10_COUNTS, IMAGENET32_COUNTS, TOY_COUNTS
 
-IDN = dict(family="idensenet", activation="clipswish", learnable_concat=True)
-RF = dict(family="resflow", activation="lipswish")
-
-PAPER_COUNTS = [
-    # (config, exact count of the authors' model)
-    (dict(RF, blocks_per_scale=(4, 4, 4)), 8_730_441),
-    (dict(IDN, blocks_per_scale=(4, 4, 4), depth=2, growth=318), 8_763_510),
-    (dict(IDN, blocks_per_scale=(4, 4, 4), depth=3, growth=178), 8_695_158),
-    (dict(IDN, blocks_per_scale=(4, 4, 4), depth=4, growth=122), 8_724_302),
-    (dict(IDN, blocks_per_scale=(4, 4, 4), depth=5, growth=92), 8_839_086),
-    (dict(IDN, blocks_per_scale=(4, 4, 4), depth=3, growth=178, learnable_concat=False), 8_695_062),
-    (dict(IDN, blocks_per_scale=(4, 4, 4), depth=3, growth=124, activation="lipswish"), 8_761_374),
-    (dict(RF, blocks_per_scale=(4, 4, 4), activation="clipswish", hidden=652), 8_723_831),
-    (dict(RF, blocks_per_scale=(4, 4, 4), activation="leakylswish"), 8_730_488),
-    (dict(RF, blocks_per_scale=(16, 16, 16)), 25_174_233),
-    (dict(IDN, blocks_per_scale=(16, 16, 16), depth=3, growth=172), 24_894_690),
-]
-PAPER_COUNTS_LARGE = [
-    (dict(RF, blocks_per_scale=(32, 32, 32)), 47_099_289),
-    (dict(IDN, blocks_per_scale=(32, 32, 32), depth=3, growth=172), 46_981_074),
-]
-TOY_COUNTS = [
-    (dict(), 10_250),
-    (dict(learnable_concat=False), 10_190),
-    (dict(activation="clipswish"), 5_690),
-    (dict(growth=32), 35_690),
-    (dict(family="resflow"), 501_850),
-]
+PAPER_COUNTS = CIFAR10_COUNTS
+PAPER_COUNTS_LARGE = IMAGENET32_COUNTS  # 32-32-32 models: about 10 s each to build
 
 
 @pytest.mark.parametrize("kwargs,expected", PAPER_COUNTS)
