@@ -176,9 +176,9 @@ def _run(func: Any, args: argparse.Namespace) -> int:
         return int(func(args))
     except SpaceError as e:
         for line in e.problems:
-            print(f"error: {line}", file=sys.stderr)
+            print(f"idensenet: error: {line}", file=sys.stderr)
     except (CliError, ConfigError, BudgetError, UnknownBudget) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"idensenet: error: {e}", file=sys.stderr)
     return EXIT_ERROR
 
 

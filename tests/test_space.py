@@ -189,7 +189,7 @@ def test_cli_malformed_space_exit_code_2_one_line_per_problem(tmp_path, capsys):
     captured = capsys.readouterr()
     err_lines = captured.err.strip().splitlines()
     assert len(err_lines) == len(MALFORMED_PATHS)
-    assert all(line.startswith("error: ") for line in err_lines)
+    assert all(line.startswith("idensenet: error: ") for line in err_lines)
     assert captured.out == ""
 
 
@@ -243,7 +243,7 @@ def test_cli_count_budget_and_solve(capsys):
 def test_cli_count_errors_are_one_line_exit_2(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ")
+    assert len(err) == 1 and err[0].startswith("idensenet: error: ")
 
 
 def test_cli_usage_error_exit_2(capsys):
