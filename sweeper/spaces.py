@@ -34,12 +34,13 @@ IGNORED_TRAIN_KEYS = ("n_workers",)  # the worker count comes from --workers-per
 
 
 def clean_train(train: dict[str, Any] | None) -> dict[str, Any]:
-    """A space's train values restricted to :class:`TrainConfig` fields (unknown keys → UserError)."""
+    """A space's train values restricted to :class:`TrainConfig` fields and converted to their types
+    (an unknown key or a value of the wrong kind → UserError)."""
     from .train_config import TrainConfig
 
     out = {k: v for k, v in dict(train or {}).items() if k not in IGNORED_TRAIN_KEYS}
-    TrainConfig.from_dict(out)  # raises UserError naming unknown keys
-    return out
+    checked = TrainConfig.from_dict(out).to_dict()
+    return {k: checked[k] for k in out}
 
 
 def space_train_defaults(space) -> dict[str, Any]:

@@ -25,6 +25,10 @@ IMAGE_DEFAULTS = dict(
     batch_size=64, test_batch_size=200, steps_per_epoch=None, betas=(0.9, 0.99),
     warmup_iters=1000, grad_clip=1.0, ema_decay=0.999, eval_sn_iters=None,
 )
+INT_FIELDS = frozenset({"epochs", "batch_size", "test_batch_size", "steps_per_epoch", "test_size", "warmup_iters",
+                        "eval_sn_iters", "seed", "loader_workers", "inject_nan_at_epoch"})
+FLOAT_FIELDS = frozenset({"lr", "weight_decay", "grad_clip", "ema_decay"})
+BOOL_FIELDS = frozenset({"use_gpu", "resolved_defaults"})
 DIVERGED_SCORE = 1.0e6  # the metric a diverged trial reports: finite, and worse than any real score
 
 
@@ -91,10 +95,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """From a plain dict (YAML, ``--train KEY=VALUE``): numbers given as text (YAML reads ``1e-3``
+        as a string) are converted; a key or value that does not fit is a :class:`UserError`."""
         unknown = unknown_keys(cls, data)
         if unknown:
             raise UserError(f"unknown train config key(s): {', '.join(unknown)}")
-        return cls(**dict(data))
+        return cls(**{k: _coerce(k, v) for k, v in data.items()})
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -108,3 +114,38 @@ def merge_train(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
             if v is not None:
                 out[k] = v
     return out
+
+
+def _number(key: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UserError(f"train config: {key}: {value!r} is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserError(f"train config: {key}: {value!r} is not a number") from None
+    if kind is int:
+        if not number.is_integer():
+            raise UserError(f"train config: {key}: {value!r} is not a whole number")
+        return int(number)
+    return number
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """``value`` as the type of field ``key`` (None stays None: "the default")."""
+    if value is None:
+        return None
+    if key in INT_FIELDS:
+        return _number(key, value, int)
+    if key in FLOAT_FIELDS:
+        return _number(key, value, float)
+    if key in BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise UserError(f"train config: {key}: {value!r} is not true or false")
+        return value
+    if key == "betas":
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise UserError(f"train config: betas: {value!r} is not a pair of numbers")
+        return tuple(_number(key, b, float) for b in value)
+    if not isinstance(value, str):
+        raise UserError(f"train config: {key}: {value!r} is not text")
+    return value

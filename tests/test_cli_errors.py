@@ -106,7 +106,24 @@ def test_missing_data_set(capsys, storage, tmp_path):
 def test_bad_train_override(capsys, storage):
     _fails_cleanly(capsys, ["sweep", "--train", "no_such_key=1", "--storage", str(storage), "--name", "a"],
                    "no_such_key")
+    _fails_cleanly(capsys, ["sweep", "--train", "lr=fast", "--storage", str(storage), "--name", "a"], "lr")
+    _fails_cleanly(capsys, ["sweep", "--train", "epochs=2.5", "--storage", str(storage), "--name", "a"], "epochs")
     _nothing_left(storage)
+
+
+def test_train_override_numbers_written_as_text_are_converted():
+    from sweeper.spaces import clean_train
+
+    assert clean_train({"lr": "1e-3", "epochs": 3.0, "betas": ["0.9", 0.99]}) == {
+        "lr": 1e-3, "epochs": 3, "betas": [0.9, 0.99]}
+
+
+def test_unparsable_train_override_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--train", "x=[1,"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and "not valid YAML" in err[-1]
 
 
 def test_unknown_experiment(capsys, storage):
