@@ -408,6 +408,7 @@ def update_lipschitz(module: nn.Module, n_iterations: int | None = None, tol: fl
     """
     groups: dict[tuple, list[_SpectralNormBase]] = {}
     for layer in spectral_norm_layers(module):
+        layer.__dict__.pop("_w_hat", None)  # the no-grad W_hat cache: stale from here on, free it
         groups.setdefault(layer._group_key(), []).append(layer)
     if n_iterations is not None:
         for layers in groups.values():
@@ -433,7 +434,8 @@ def update_lipschitz(module: nn.Module, n_iterations: int | None = None, tol: fl
             offset += n
             group.write_back(keep)
             if keep:
-                group.retain(keep)
+                if len(keep) < n:  # some layers converged: continue with the others only
+                    group.retain(keep)
                 still.append(group)
         active = still
     for group in active:  # out of iterations: keep the last iterates, as refine does

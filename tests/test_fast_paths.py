@@ -46,3 +46,33 @@ def test_grouped_update_differs_from_no_update() -> None:
     update_lipschitz(model, None, tol=1e-6, max_iters=50)
     moved = max(float((a.u - b.u).abs().max()) for a, b in zip(spectral_norm_layers(model), spectral_norm_layers(before)))
     assert moved > 1e-6
+
+
+def test_no_grad_weight_cache_follows_weight_and_vector_changes() -> None:
+    """Under no_grad W_hat (eq. 2) is cached; any in-place change of W, u or v must be seen."""
+    from model.spectral_norm import SpectralNormConv2d
+
+    torch.manual_seed(1)
+    layer = SpectralNormConv2d(3, 8, 3, 1, (6, 6), 0.9)
+    with torch.no_grad():
+        layer.weight.mul_(5.0)  # far above the coefficient: the normalisation is active
+        first = layer.normalized_weight()
+        assert layer.normalized_weight() is first  # cached
+        layer.weight.mul_(0.5)
+        torch.testing.assert_close(layer.normalized_weight(), layer._compute_normalized_weight(), rtol=0, atol=0)
+        layer.refine(3)  # moves u and v
+        torch.testing.assert_close(layer.normalized_weight(), layer._compute_normalized_weight(), rtol=0, atol=0)
+    update_lipschitz(layer, 1)
+    assert "_w_hat" not in layer.__dict__  # the refresh after an optimiser step frees the cache
+
+
+def test_actnorm_flag_is_read_again_after_loading_an_uninitialised_state() -> None:
+    from model.layers import ActNorm
+
+    fresh = ActNorm(3)
+    used = ActNorm(3)
+    x = torch.randn(16, 3) * 4 + 2
+    used(x)  # data-dependent initialisation
+    used.load_state_dict(fresh.state_dict())  # back to "not initialised"
+    z, _ = used(x)  # must initialise again from this batch: zero mean per feature
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), rtol=0, atol=1e-5)
