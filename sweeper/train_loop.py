@@ -55,6 +55,16 @@ def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
+def _grad_norm_and_clip(params: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+    """The global l2 norm of the gradients (reported, and checked for NaN/Inf); when ``max_norm`` is set
+    the gradients are scaled by min(1, max_norm / norm), as ``clip_grad_norm_`` does."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    if max_norm:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+    return norm
+
+
 def _batch(xb: torch.Tensor, device: torch.device, is_toy: bool, n_levels: int | None) -> torch.Tensor:
     from model.data import dequantize
 
@@ -133,7 +143,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if tc.inject_nan_at_epoch is not None and epoch + 1 >= tc.inject_nan_at_epoch:
                 loss = loss * float("nan")
             loss.backward()
-            gnorm_t = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip or float("inf"), foreach=True)
+            gnorm_t = _grad_norm_and_clip(params, tc.grad_clip)
             loss_value, gnorm = torch.stack([loss.detach().double(), gnorm_t.double()]).tolist()  # one host read
             bad = not (math.isfinite(loss_value) and math.isfinite(gnorm))
             if any_rank(bad, device) if distributed() else bad:

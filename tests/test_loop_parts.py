@@ -33,13 +33,31 @@ def test_ema_follows_its_recurrence_and_swaps_back() -> None:
         assert torch.equal(p.detach(), current[n])
 
 
-def test_scores_are_nats_for_toy_data_and_bits_per_dimension_for_images() -> None:
-    """bpd = −(log p(x) − D·log n)/(D·ln 2) for dequantised images, −log p(x) in nats for toy data."""
-    d, n = 12, 256
-    z = torch.full((2, d), 0.25)
-    logdet = torch.tensor([1.5, -0.5])
-    got = score_from_output(z, logdet, is_toy=False, n_levels=n)
-    log_p = -0.5 * (z.pow(2).sum(1) + d * math.log(2 * math.pi)) + logdet
-    torch.testing.assert_close(got, -(log_p - d * math.log(n)) / (d * math.log(2)))
-    nats = score_from_output(z, logdet, is_toy=True, n_levels=None)
-    torch.testing.assert_close(nats, -log_p)
+def test_scores_at_the_origin_have_their_closed_forms() -> None:
+    """z = 0, log|det| = 0: toy NLL = (D/2)·ln 2π nats; images with n levels: bpd = log₂ n + ½·log₂ 2π."""
+    z, logdet = torch.zeros(3, 2), torch.zeros(3)
+    torch.testing.assert_close(score_from_output(z, logdet, is_toy=True, n_levels=None),
+                               torch.full((3,), 1.8378770664093453))
+    z = torch.zeros(2, 12)
+    torch.testing.assert_close(score_from_output(z, torch.zeros(2), is_toy=False, n_levels=256),
+                               torch.full((2,), 9.325748064736159))
+    # each nat of log-det is 1/(D ln 2) bits per dimension fewer
+    shifted = score_from_output(z, torch.full((2,), 12 * math.log(2)), is_toy=False, n_levels=256)
+    torch.testing.assert_close(shifted, torch.full((2,), 8.325748064736159))
+
+
+def test_gradient_norm_and_clipping_match_clip_grad_norm() -> None:
+    from sweeper.train_loop import _grad_norm_and_clip
+
+    torch.manual_seed(2)
+    for max_norm in (None, 0.5, 1e6):
+        a, b = nn.Linear(5, 3), nn.Linear(5, 3)
+        b.load_state_dict(a.state_dict())
+        x = torch.randn(7, 5)
+        a(x).square().sum().backward()
+        b(x).square().sum().backward()
+        norm = _grad_norm_and_clip(list(a.parameters()), max_norm)
+        ref = torch.nn.utils.clip_grad_norm_(list(b.parameters()), max_norm or float("inf"))
+        torch.testing.assert_close(norm, ref)
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(pa.grad, pb.grad)
