@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .storage import atomic_write_file
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -34,27 +35,12 @@ def rng_file(rank: int) -> str:
     return f"rng_rank{rank}.pt"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+    atomic_write_file(Path(path), lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike[str]) -> None:
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    atomic_write_file(Path(path), lambda f: f.write(text.encode()))
 
 
 def capture_rng(device: torch.device | None = None) -> dict[str, Any]:

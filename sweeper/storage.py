@@ -13,7 +13,26 @@ import posixpath
 import re
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+def atomic_write_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, fsync, then rename it
+    into place: a crash at any point leaves either the old file or the new one, never half of one
+    (a stray ``.<name>.*`` temporary at worst, which no reader looks at)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
 
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://")
 
@@ -92,11 +111,7 @@ class Location:
     def write_bytes(self, data: bytes) -> None:
         """Write a file (local: to a temporary name, then renamed into place)."""
         if not self.remote:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            tmp = f"{self.path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.path)
+            atomic_write_file(Path(self.path), lambda f: f.write(data))
             return
         with self.fs.open_output_stream(self.path) as f:
             f.write(data)
