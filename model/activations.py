@@ -41,11 +41,6 @@ RAW_ALPHA_INIT = -3.0
 Scale = Tensor | float | None
 
 
-def _lipswish(x: Tensor, beta: Tensor) -> Tensor:
-    """Eq. 10 as written in the paper (reference form)."""
-    return x * torch.sigmoid(beta * x) / LIPSWISH_DIVISOR
-
-
 def _times(a: Tensor | float, b: Scale) -> Tensor | float:
     return a if b is None else a * b
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Iterable, NamedTuple
 
-from model.config import ModelConfig
+from model.config import ModelConfig, channel_multiplier
 
 #: trainable scalars in one activation module
 ACTIVATION_PARAMS: dict[str, int] = {"lipswish": 1, "clipswish": 1, "leakylswish": 2}
@@ -59,13 +59,9 @@ def arch_of(cfg: ModelConfig) -> Arch:
     return Arch(*(getattr(cfg, f) for f in COUNT_FIELDS))
 
 
-def _mult(activation: str) -> int:
-    return 2 if activation == "clipswish" else 1
-
-
 def dense_conv_block(c: int, depth: int, growth: int, activation: str, lc: bool) -> int:
     """Trainable parameters of one i-DenseNet conv block g on c channels, plus its (geom_p, lamb)."""
-    h = growth // _mult(activation)
+    h = growth // channel_multiplier(activation)
     # Σ_i (c + i·k) = d·c + k·d(d−1)/2 input channels over the d dense 3×3 convs
     conv_in = depth * c + growth * depth * (depth - 1) // 2
     out = (c + depth * growth) * c + c
@@ -78,7 +74,7 @@ def dense_fc_block(
 ) -> int:
     """Trainable parameters of one i-DenseNet fully connected block on D = ``features``: an optional
     Linear(D → width) first (image FC part), d dense linear layers, Linear(· + d·k → D)."""
-    h = growth // _mult(activation)
+    h = growth // channel_multiplier(activation)
     first = 0
     n = features
     if width is not None:
@@ -93,7 +89,7 @@ def dense_fc_block(
 def resflow_conv_block(c: int, hidden: int, activation: str, first: bool) -> int:
     """Trainable parameters of one Residual Flow 3-1-3 conv block on c channels (no pre-activation
     in the model's very first block)."""
-    a = _mult(activation)
+    a = channel_multiplier(activation)
     h = hidden // a
     c_in = c if first else a * c
     n_act = 2 if first else 3
@@ -102,7 +98,7 @@ def resflow_conv_block(c: int, hidden: int, activation: str, first: bool) -> int
 
 def resflow_mlp_block(features: int, hidden: Iterable[int], activation: str) -> int:
     """Trainable parameters of one pre-activated Residual Flow MLP block on D = ``features``."""
-    a = _mult(activation)
+    a = channel_multiplier(activation)
     total = 0
     n_in = a * features
     n_act = 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from model.config import ModelConfig
+from model.config import ModelConfig, channel_multiplier
 
 from .budgets import DEFAULT_TOLERANCE
 from .count import Arch, arch_of, count_arch
@@ -72,7 +72,7 @@ def _solve_arch(arch: Arch, budget: int, tolerance: float) -> Solution:
     field = width_field(arch.family)
     if field == "hidden" and len(arch.input_shape) == 1:
         raise BudgetError("a toy Residual Flow has no single width to solve (toy_hidden is a list)")
-    a = 2 if arch.activation == "clipswish" else 1
+    a = channel_multiplier(arch.activation)
 
     def p(h: int) -> int:
         return count_arch(arch._replace(**{field: a * h}))
