@@ -29,6 +29,15 @@ def score_from_output(z: Tensor, logdet: Tensor, is_toy: bool, n_levels: int | N
     return -(log_p - d * math.log(n_levels)) / (d * math.log(2))
 
 
+def model_input(xb: Tensor, device: torch.device, is_toy: bool, n_levels: int | None) -> Tensor:
+    """A loader batch on ``device`` as the flow takes it: toy points as float, images (integer pixel
+    levels) uniformly dequantised to [0, 1)."""
+    from model.data import dequantize
+
+    x = xb.to(device, non_blocking=True)
+    return x.float() if is_toy else dequantize(x, n_levels)
+
+
 def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -113,23 +122,19 @@ def evaluate(
     tolerance mode for None) and the model is put in eval mode, where each block's log-det uses the
     evaluation estimator (20 exact terms plus roulette; exact for 2-D data).
     """
-    from model.data import dequantize
-
     model.update_lipschitz(sn_iters)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     try:
         for xb, _ in loader:
             if max_items is not None and count >= max_items:
                 break
-            x = xb.to(device)
-            x = x.float() if is_toy else dequantize(x, n_levels)
-            z, logdet = model(x)
+            z, logdet = model(model_input(xb, device, is_toy, n_levels))
             s = score_from_output(z, logdet, is_toy, n_levels)
-            total += float(s.double().sum())
+            total += s.double().sum()  # summed on the device, read back once below
             count += s.numel()
     finally:
         model.train(was_training)
-    total, count_f = all_reduce_sum([total, float(count)], device)
+    total, count_f = all_reduce_sum([float(total), float(count)], device)
     return total / max(count_f, 1.0), int(round(count_f))

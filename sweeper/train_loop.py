@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from .checkpointing import capture_rng, load_rng, load_state, restore_rng, save_checkpoint
-from .loop_parts import ParamEMA, all_reduce_sum, any_rank, distributed, evaluate, score_from_output
+from .loop_parts import (ParamEMA, all_reduce_sum, any_rank, distributed, evaluate, model_input,
+                         score_from_output)
 from .train_config import DIVERGED_SCORE, TrainConfig
 
 
@@ -63,13 +64,6 @@ def _grad_norm_and_clip(params: list[torch.Tensor], max_norm: float | None) -> t
     if max_norm:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
     return norm
-
-
-def _batch(xb: torch.Tensor, device: torch.device, is_toy: bool, n_levels: int | None) -> torch.Tensor:
-    from model.data import dequantize
-
-    x = xb.to(device, non_blocking=True)
-    return x.float() if is_toy else dequantize(x, n_levels)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -120,7 +114,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         np.random.seed(_rank_seed(tc.seed, rank) % 2**32)
         set_epoch(loaders, 0)
         xb, _ = next(iter(loaders.train))
-        model.initialize(_batch(xb, device, is_toy, n_levels))  # data-dependent ActNorm init, before DDP
+        model.initialize(model_input(xb, device, is_toy, n_levels))  # data-dependent ActNorm init, before DDP
     net = _wrap_ddp(model, device)
     params = [p for p in model.parameters() if p.requires_grad]
     writer = _tensorboard(tc, rank)
@@ -134,7 +128,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for step, (xb, _) in enumerate(loaders.train):
             if tc.steps_per_epoch is not None and not is_toy and step >= tc.steps_per_epoch:
                 break
-            x = _batch(xb, device, is_toy, n_levels)
+            x = model_input(xb, device, is_toy, n_levels)
             lr = tc.lr * min((itr + 1) / tc.warmup_iters, 1.0) if tc.warmup_iters else tc.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
