@@ -51,6 +51,17 @@ def _vector_net(cfg: ModelConfig, features: int, fc_part: bool) -> nn.Module:
     return ResFlowMLPNet(features, cfg.toy_hidden, cfg.activation, cfg.sn_coeff, TOY_RESFLOW_LAST_SCALE)
 
 
+def log_prob_from_output(z: Tensor, logdet: Tensor) -> Tensor:
+    """log p(x) = log N(z; 0, I) + log|det J_f(x)| per sample (eq. 1), from the flow's ``(z, logdet)``."""
+    return -0.5 * (z.pow(2).sum(1) + z.shape[1] * LOG_2PI) + logdet
+
+
+def bits_per_dim_from_log_prob(log_p: Tensor, n_dims: int, n_levels: int) -> Tensor:
+    """Bits per dimension of images dequantised as x = (p + u)/n: −(log p(x) − D·log n)/(D·ln 2)
+    (the density of the discrete pixels p, Residual Flows' convention)."""
+    return -(log_p - n_dims * math.log(n_levels)) / (n_dims * math.log(2))
+
+
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
@@ -140,14 +151,11 @@ class Flow(nn.Module):
     # ------------------------------------------------------------------ densities
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x) in nats per sample (eq. 1): log N(z; 0, I) + log|det J_f(x)|."""
-        z, logdet = self(x)
-        log_pz = -0.5 * (z.pow(2).sum(1) + z.shape[1] * LOG_2PI)
-        return log_pz + logdet
+        return log_prob_from_output(*self(x))
 
     def bits_per_dim(self, x: Tensor) -> Tensor:
-        """bpd of dequantised images x = (p + u)/n_levels: −(log p(x) − D·log n_levels)/(D·ln 2)."""
-        d = self.config.n_dims
-        return -(self.log_prob(x) - d * math.log(self.config.n_levels)) / (d * math.log(2))
+        """bpd of dequantised images x = (p + u)/n_levels (see :func:`bits_per_dim_from_log_prob`)."""
+        return bits_per_dim_from_log_prob(self.log_prob(x), self.config.n_dims, self.config.n_levels)
 
     def nll(self, x: Tensor) -> Tensor:
         """−log p(x) in nats per sample (the toy metric, paper §4.1)."""

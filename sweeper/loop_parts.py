@@ -10,23 +10,20 @@ log p(x) = log N(z; 0, I) + log|det J_f(x)|,
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-LOG_2PI = math.log(2 * math.pi)
+from model.flow import bits_per_dim_from_log_prob, log_prob_from_output
+
 
 
 def score_from_output(z: Tensor, logdet: Tensor, is_toy: bool, n_levels: int | None) -> Tensor:
     """Per-sample score (nats for toy data, bits/dim for images) from the flow's ``(z, logdet)``."""
-    log_p = -0.5 * (z.pow(2).sum(1) + z.shape[1] * LOG_2PI) + logdet
-    if is_toy:
-        return -log_p
-    d = z.shape[1]
-    return -(log_p - d * math.log(n_levels)) / (d * math.log(2))
+    log_p = log_prob_from_output(z, logdet)
+    return -log_p if is_toy else bits_per_dim_from_log_prob(log_p, z.shape[1], n_levels)
 
 
 def model_input(xb: Tensor, device: torch.device, is_toy: bool, n_levels: int | None) -> Tensor:
