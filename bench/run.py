@@ -155,6 +155,15 @@ def _eval_ready_case(opts: dict[str, Any], gpu_batch: int):
     return torch, device, name, batch, case
 
 
+def _per_image(out: dict[str, Any], timing: dict[str, Any], batch: int, mem) -> dict[str, Any]:
+    """``out`` with the timing summary of calls on ``batch`` images, per image, and the peak memory."""
+    out.update(timing)
+    out["images_per_s"] = out.pop("items_per_s")
+    out["ms_per_image"] = 1e3 * out["median_s"] / batch
+    out["peak_mb"] = round(mem.peak_mb(), 1)
+    return out
+
+
 def _worker_eval(opts: dict[str, Any]) -> dict[str, Any]:
     from bench.measure import PeakMemory, summarize, time_calls
     from model.data import dequantize
@@ -170,11 +179,7 @@ def _worker_eval(opts: dict[str, Any]) -> dict[str, Any]:
 
     times = time_calls(run, opts["repeats"], opts["warmup"], device)
     out: dict[str, Any] = {"model": name, "batch": batch, "exact_terms": case.config.eval_exact_terms}
-    out.update(summarize(times, batch))
-    out["images_per_s"] = out.pop("items_per_s")
-    out["ms_per_image"] = 1e3 * out["median_s"] / batch
-    out["peak_mb"] = round(mem.peak_mb(), 1)
-    return out
+    return _per_image(out, summarize(times, batch), batch, mem)
 
 
 def _worker_sample(opts: dict[str, Any]) -> dict[str, Any]:
@@ -194,11 +199,7 @@ def _worker_sample(opts: dict[str, Any]) -> dict[str, Any]:
         lambda i: model.sample(n, generator=torch.Generator(device=device).manual_seed(i)),
         opts["repeats"], opts["warmup"], device,
     )
-    out.update(summarize(times, n))
-    out["images_per_s"] = out.pop("items_per_s")
-    out["ms_per_image"] = 1e3 * out["median_s"] / n
-    out["peak_mb"] = round(mem.peak_mb(), 1)
-    return out
+    return _per_image(out, summarize(times, n), n, mem)
 
 
 def _worker_count(opts: dict[str, Any]) -> dict[str, Any]:

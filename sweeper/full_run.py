@@ -56,7 +56,7 @@ def prepare(opts: TrainOptions) -> tuple[dict[str, Any], TrialShape, str, Locati
     from model.config import ConfigError, ModelConfig
 
     from .best import load_best_entry
-    from .train_config import TrainConfig
+    from .train_config import TrainConfig, option_overrides
 
     entry = load_best_entry(opts.config, opts.rank)
     try:
@@ -66,12 +66,7 @@ def prepare(opts: TrainOptions) -> tuple[dict[str, Any], TrialShape, str, Locati
     train = {k: v for k, v in dict(entry.get("train") or {}).items()
              if k not in ("resolved_defaults", "tensorboard_dir", "status_path", "inject_nan_at_epoch", "n_workers")}
     train.update({k: v for k, v in opts.train_overrides.items()})
-    if opts.epochs is not None:
-        train["epochs"] = opts.epochs
-    if opts.batch_size is not None:
-        train["batch_size"] = opts.batch_size
-    if opts.data_root is not None:
-        train["data_root"] = os.path.abspath(os.path.expanduser(opts.data_root))
+    train.update(option_overrides(opts.epochs, opts.batch_size, opts.data_root))
     train["use_gpu"] = opts.gpu
     tc = TrainConfig.from_dict(train).resolved()
     if tuple(mcfg.input_shape) != _shape_of(tc.data):

@@ -10,6 +10,7 @@ this data kind"; :meth:`TrainConfig.resolved` fills them in.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -149,3 +150,16 @@ def _coerce(key: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise UserError(f"train config: {key}: {value!r} is not text")
     return value
+
+
+def option_overrides(epochs: int | None, batch_size: int | None, data_root: str | None) -> dict[str, Any]:
+    """The train values a command's ``--epochs``, ``--batch-size`` and ``--data-root`` set (those given);
+    the data root is made absolute, since workers on other nodes or in other folders read it."""
+    out: dict[str, Any] = {}
+    if epochs is not None:
+        out["epochs"] = epochs
+    if batch_size is not None:
+        out["batch_size"] = batch_size
+    if data_root is not None:
+        out["data_root"] = os.path.abspath(os.path.expanduser(data_root))
+    return out

@@ -73,6 +73,7 @@ def _smoke(opts: SweepOptions, is_toy: bool) -> dict[str, Any]:
 def build_settings(opts: SweepOptions, exp: Location) -> dict[str, Any]:
     """Everything a trial driver needs, saved as JSON beside the experiment (used again by --resume)."""
     from .spaces import clean_train, load_space, space_data, space_train_defaults
+    from .train_config import option_overrides
 
     space = load_space(opts.space)
     base = space_train_defaults(space)
@@ -81,13 +82,8 @@ def build_settings(opts: SweepOptions, exp: Location) -> dict[str, Any]:
     from model.data import TOY_SETS
 
     is_toy = data.lower() in TOY_SETS
-    force: dict[str, Any] = {"use_gpu": opts.gpu, "seed": opts.seed}
-    if opts.epochs is not None:
-        force["epochs"] = opts.epochs
-    if opts.batch_size is not None:
-        force["batch_size"] = opts.batch_size
-    if opts.data_root is not None:
-        force["data_root"] = os.path.abspath(os.path.expanduser(opts.data_root))
+    force: dict[str, Any] = {"use_gpu": opts.gpu, "seed": opts.seed,
+                             **option_overrides(opts.epochs, opts.batch_size, opts.data_root)}
     if opts.smoke_test:
         force.update(_smoke(opts, is_toy))
     force.update(clean_train(opts.train_overrides))
