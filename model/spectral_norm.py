@@ -278,7 +278,7 @@ class SpectralNormConv2d(_SpectralNormBase):
     def _group_ops(layers):  # type: ignore[no-untyped-def]
         first = layers[0]
         if first.is_pointwise:
-            return _matrix_group_ops([layer.weight.detach().reshape(first.out_channels, -1) for layer in layers])
+            return _matrix_group_ops([layer.weight.detach() for layer in layers])
         n = len(layers)
         weight = torch.cat([layer.weight.detach() for layer in layers])  # (n*out, in, kh, kw): groups = n
         pad = first.padding
@@ -348,7 +348,7 @@ def spectral_norm_layers(module: nn.Module) -> Iterator[_SpectralNormBase]:
 
 
 def _matrix_group_ops(weights: list[Tensor]) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-    w = torch.stack(weights)  # (n, out, in)
+    w = torch.stack([m.reshape(m.shape[0], -1) for m in weights])  # (n, out, in); 1x1 kernels as matrices
     wt = w.transpose(1, 2)
     return (lambda v: torch.bmm(w, v.unsqueeze(2)).squeeze(2)), (lambda u: torch.bmm(wt, u.unsqueeze(2)).squeeze(2))
 

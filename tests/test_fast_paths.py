@@ -76,3 +76,23 @@ def test_actnorm_flag_is_read_again_after_loading_an_uninitialised_state() -> No
     used.load_state_dict(fresh.state_dict())  # back to "not initialised"
     z, _ = used(x)  # must initialise again from this batch: zero mean per feature
     torch.testing.assert_close(z.mean(0), torch.zeros(3), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("linear_first", [True, False])
+def test_linear_and_pointwise_conv_layers_share_one_batched_refresh(linear_first: bool) -> None:
+    """A Linear and a 1x1 convolution of the same shape fall into one group (both are matrices); the
+    batched iteration must end where each layer's own ``refine`` does, whichever comes first."""
+    from torch import nn
+
+    from model.spectral_norm import SpectralNormConv2d, SpectralNormLinear
+
+    torch.manual_seed(5)
+    layers = [SpectralNormLinear(24, 40, 0.9), SpectralNormConv2d(24, 40, 1, 0, (6, 6), 0.9)]
+    net = nn.Sequential(*(layers if linear_first else layers[::-1])).double()
+    ref = copy.deepcopy(net)
+    update_lipschitz(net, 7)
+    for layer in spectral_norm_layers(ref):
+        layer.refine(7)
+    for a, b in zip(spectral_norm_layers(net), spectral_norm_layers(ref)):
+        torch.testing.assert_close(a.u, b.u, rtol=0, atol=1e-12)
+        torch.testing.assert_close(a.v, b.v, rtol=0, atol=1e-12)
