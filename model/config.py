@@ -2,7 +2,11 @@
 
 Every knob of the i-DenseNet / Residual Flow architectures, their Lipschitz constraints and their
 log-determinant estimators lives here, so a trial's config and a checkpoint always say exactly what
-was trained. Defaults follow the authors' CIFAR10 training (paper §4.2, appendix B).
+was trained. The defaults describe the paper's small CIFAR10 i-DenseNet (§5, Table 4: 4-4-4 blocks,
+depth 3, growth 178, CLipSwish, learnable concatenation, 8,695,158 parameters) with the authors'
+Lipschitz and estimator settings (appendix B). The authors' ``train_img.py`` defaults to the full
+model instead (16-16-16 blocks, growth 172, Table 7): ``replace(blocks_per_scale=(16, 16, 16),
+growth=172)``.
 
 Two data shapes are supported:
 
@@ -19,13 +23,15 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .errors import UserError
+
 FAMILIES = ("idensenet", "resflow")
 ACTIVATIONS = ("lipswish", "clipswish", "leakylswish")
 N_DISTRIBUTIONS = ("poisson", "geometric")
 
 
-class ConfigError(ValueError):
-    """A model config that cannot describe a valid model; the message names the offending key."""
+class ConfigError(UserError):
+    """A config that cannot describe a valid model or run; ``problems`` holds (field, message) pairs."""
 
 
 def channel_multiplier(activation: str) -> int:
@@ -92,16 +98,39 @@ class ModelConfig:
     brute_force: bool = False
 
     def __post_init__(self) -> None:
-        # normalise sequences given as lists (from YAML / JSON) to tuples so the config stays hashable
-        for name in ("input_shape", "blocks_per_scale", "toy_hidden"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        eta = self.eta_init
-        if isinstance(eta, (int, float)):
-            eta = (float(eta), float(eta))
-        object.__setattr__(self, "eta_init", tuple(float(v) for v in eta))
-        problems = self.problems()
+        problems = self._normalise()
+        problems += self.problems() if not problems else []
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError(problems)
+
+    def _normalise(self) -> list[tuple[str, str]]:
+        """Sequences given as lists (YAML / JSON) become tuples, so the config stays hashable; a value
+        of the wrong kind is a problem of its field."""
+        p = []
+        for name in ("input_shape", "blocks_per_scale", "toy_hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(_whole(v) for v in value):
+                p.append((name, f"{value!r} is not a list of whole numbers"))
+            else:
+                object.__setattr__(self, name, tuple(int(v) for v in value))
+        eta = self.eta_init
+        eta = (eta, eta) if _number(eta) else eta
+        if not isinstance(eta, (list, tuple)) or not all(_number(v) for v in eta):
+            p.append(("eta_init", f"{self.eta_init!r} is not a number or a pair of numbers"))
+        else:
+            object.__setattr__(self, "eta_init", tuple(float(v) for v in eta))
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kind = str(f.type)
+            if kind == "int" and not _whole(v) or kind == "int | None" and v is not None and not _whole(v):
+                p.append((f.name, f"{v!r} is not a whole number"))
+            elif kind == "float" and not _number(v):
+                p.append((f.name, f"{v!r} is not a number"))
+            elif kind == "bool" and not isinstance(v, bool):
+                p.append((f.name, f"{v!r} is not true or false"))
+            elif kind == "str" and not isinstance(v, str):
+                p.append((f.name, f"{v!r} is not text"))
+        return p
 
     # ------------------------------------------------------------------ derived facts
     @property
@@ -142,64 +171,64 @@ class ModelConfig:
         return shapes
 
     # ------------------------------------------------------------------ validation
-    def problems(self) -> list[str]:
-        """Every reason this config is invalid, one message per key (empty when valid)."""
-        p: list[str] = []
+    def problems(self) -> list[tuple[str, str]]:
+        """Every reason this config is invalid, as (field, message) pairs (empty when valid)."""
+        p: list[tuple[str, str]] = []
         if self.family not in FAMILIES:
-            p.append(f"family: {self.family!r} is not one of {', '.join(FAMILIES)}")
+            p.append(("family", f"{self.family!r} is not one of {', '.join(FAMILIES)}"))
         if self.activation not in ACTIVATIONS:
-            p.append(f"activation: {self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+            p.append(("activation", f"{self.activation!r} is not one of {', '.join(ACTIVATIONS)}"))
         if len(self.input_shape) not in (1, 3) or any(s < 1 for s in self.input_shape):
-            p.append(f"input_shape: {self.input_shape} must be (C, H, W) for images or (D,) for vectors")
+            p.append(("input_shape", f"{self.input_shape} must be (C, H, W) for images or (D,) for vectors"))
         if not self.blocks_per_scale or any(b < 1 for b in self.blocks_per_scale):
-            p.append(f"blocks_per_scale: {self.blocks_per_scale} needs at least one block per scale")
+            p.append(("blocks_per_scale", f"{self.blocks_per_scale} needs at least one block per scale"))
         if len(self.input_shape) == 3 and len(self.blocks_per_scale) > 0 and self.n_scales < 1:
-            p.append(f"input_shape: {self.input_shape} is too small for a multiscale flow (H, W >= 4)")
+            p.append(("input_shape", f"{self.input_shape} is too small for a multiscale flow (H, W >= 4)"))
         if len(self.input_shape) == 1 and len(self.blocks_per_scale) != 1:
-            p.append("blocks_per_scale: vector (toy) flows take a single entry, the number of blocks")
+            p.append(("blocks_per_scale", "vector (toy) flows take a single entry, the number of blocks"))
         if self.depth < 1:
-            p.append(f"depth: {self.depth} must be >= 1")
+            p.append(("depth", f"{self.depth} must be >= 1"))
         a = channel_multiplier(self.activation) if self.activation in ACTIVATIONS else 1
         if self.family == "idensenet":
             if self.growth < a:
-                p.append(f"growth: {self.growth} must be >= {a}")
+                p.append(("growth", f"{self.growth} must be >= {a}"))
             elif self.growth % a:
-                p.append(f"growth: {self.growth} must be even for CLipSwish (it doubles the channels)")
+                p.append(("growth", f"{self.growth} must be even for CLipSwish (it doubles the channels)"))
             if self.fc_growth % a or self.fc_growth < a:
-                p.append(f"fc_growth: {self.fc_growth} must be a positive multiple of {a}")
+                p.append(("fc_growth", f"{self.fc_growth} must be a positive multiple of {a}"))
             if self.fc_width < 1:
-                p.append(f"fc_width: {self.fc_width} must be >= 1")
+                p.append(("fc_width", f"{self.fc_width} must be >= 1"))
         else:
             for name in ("hidden", "fc_hidden"):
                 v = getattr(self, name)
                 if v < a or v % a:
-                    p.append(f"{name}: {v} must be a positive multiple of {a}")
+                    p.append((name, f"{v} must be a positive multiple of {a}"))
             if not self.toy_hidden or any(v < a or v % a for v in self.toy_hidden):
-                p.append(f"toy_hidden: {self.toy_hidden} must be positive multiples of {a}")
+                p.append(("toy_hidden", f"{self.toy_hidden} must be positive multiples of {a}"))
         if len(self.eta_init) != 2:
-            p.append(f"eta_init: {self.eta_init} must be one value or a pair")
+            p.append(("eta_init", f"{self.eta_init} must be one value or a pair"))
         if not 0 < self.lip_coeff < 1:
-            p.append(f"lip_coeff: {self.lip_coeff} must lie in (0, 1) for invertibility")
+            p.append(("lip_coeff", f"{self.lip_coeff} must lie in (0, 1) for invertibility"))
         if not 0 < self.sn_coeff < 1:
-            p.append(f"sn_coeff: {self.sn_coeff} must lie in (0, 1) for invertibility")
+            p.append(("sn_coeff", f"{self.sn_coeff} must lie in (0, 1) for invertibility"))
         if self.lc_start_epoch < 0:
-            p.append(f"lc_start_epoch: {self.lc_start_epoch} must be >= 0")
+            p.append(("lc_start_epoch", f"{self.lc_start_epoch} must be >= 0"))
         if self.fc_blocks < 0:
-            p.append(f"fc_blocks: {self.fc_blocks} must be >= 0")
+            p.append(("fc_blocks", f"{self.fc_blocks} must be >= 0"))
         if not 0 < self.logit_alpha < 0.5:
-            p.append(f"logit_alpha: {self.logit_alpha} must lie in (0, 0.5)")
+            p.append(("logit_alpha", f"{self.logit_alpha} must lie in (0, 0.5)"))
         if self.n_levels < 2:
-            p.append(f"n_levels: {self.n_levels} must be >= 2")
+            p.append(("n_levels", f"{self.n_levels} must be >= 2"))
         if self.n_dist not in N_DISTRIBUTIONS:
-            p.append(f"n_dist: {self.n_dist!r} is not one of {', '.join(N_DISTRIBUTIONS)}")
+            p.append(("n_dist", f"{self.n_dist!r} is not one of {', '.join(N_DISTRIBUTIONS)}"))
         if self.n_exact_terms < 1 or self.eval_exact_terms < 1:
-            p.append("n_exact_terms / eval_exact_terms must be >= 1")
+            p.append(("n_exact_terms", "n_exact_terms and eval_exact_terms must be >= 1"))
         if self.poisson_lambda <= 0:
-            p.append(f"poisson_lambda: {self.poisson_lambda} must be > 0")
+            p.append(("poisson_lambda", f"{self.poisson_lambda} must be > 0"))
         if not 0 < self.geometric_p < 1:
-            p.append(f"geometric_p: {self.geometric_p} must lie in (0, 1)")
+            p.append(("geometric_p", f"{self.geometric_p} must lie in (0, 1)"))
         if self.sn_train_iters is not None and self.sn_train_iters < 0:
-            p.append(f"sn_train_iters: {self.sn_train_iters} must be >= 0 or null")
+            p.append(("sn_train_iters", f"{self.sn_train_iters} must be >= 0 or null"))
         return p
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -212,12 +241,20 @@ class ModelConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming each one."""
         unknown = unknown_keys(cls, data)
         if unknown:
-            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
+            raise ConfigError([(k, "unknown model config key") for k in unknown])
         return cls(**dict(data))
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def toy_config(**changes: Any) -> ModelConfig:

@@ -35,6 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 
+from .datasets import DATASETS, IMAGE_SETS, TOY_SETS, DatasetInfo, dataset_info
+from .errors import UserError
+
 __all__ = [
     "DatasetNotFound",
     "TOY_SETS",
@@ -46,6 +49,7 @@ __all__ = [
     "toy_sample",
     "dequantize",
     "dataset_info",
+    "DatasetInfo",
     "load_digits_uint8",
     "load_cifar10",
     "load_imagenet32",
@@ -54,12 +58,10 @@ __all__ = [
     "ToyLoader",
     "Loaders",
     "make_loaders",
+    "require_dataset",
     "set_epoch",
 ]
 
-TOY_SETS: tuple[str, ...] = ("moons", "circles", "checkerboard", "8gaussians", "pinwheel", "2spirals")
-IMAGE_SETS: tuple[str, ...] = ("digits", "cifar10", "imagenet32")
-DATASETS: tuple[str, ...] = IMAGE_SETS + TOY_SETS
 
 # -E[log N(x; 0, I)] in nats per sample: the test NLL of a flow that is the identity (g = 0).
 TOY_IDENTITY_NLL: dict[str, float] = {"circles": 4.7080, "checkerboard": 7.1712, "moons": 3.910}
@@ -71,13 +73,6 @@ TOY_TEST_SIZE = 10_000
 TOY_TEST_SEED = 20210  # the toy test set's seed; independent of the training seed on purpose
 _TRAIN_STREAM, _FLIP_STREAM = 1, 2  # SeedSequence tags keeping independent random streams apart
 
-_INFO: dict[str, tuple[tuple[int, ...], int | None]] = {
-    "digits": ((1, 8, 8), 17),
-    "cifar10": ((3, 32, 32), 256),
-    "imagenet32": ((3, 32, 32), 256),
-    **{name: ((2,), None) for name in TOY_SETS},
-}
-
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 IMAGENET32_FOLDER = "imagenet32"
@@ -85,7 +80,7 @@ IMAGENET32_TRAIN_FILES = tuple(f"train_data_batch_{i}.npz" for i in range(1, 11)
 IMAGENET32_VAL_FILE = "val_data.npz"
 
 
-class DatasetNotFound(Exception):
+class DatasetNotFound(UserError):
     """An image data set's files are missing or unreadable; the message names the folder to fill."""
 
 
@@ -124,14 +119,15 @@ def _eight_gaussians(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _pinwheel(n: int, rng: np.random.Generator) -> np.ndarray:
     # 5 arms; a point with radial coordinate r = 1 + 0.3 e and tangential 0.1 e' is rotated by
-    # its arm's angle plus 0.25 exp(r), which bends the arm into a spiral; then x 2
+    # minus (its arm's angle plus 0.25 exp(r)), which bends the arm into a spiral, then x 2. The sign
+    # follows FFJORD's generator, which multiplies the row vector by [[c, -s], [s, c]], i.e. R(-angle)
     n_arms, radial_sd, tangential_sd, rate = 5, 0.3, 0.1, 0.25
     arm = rng.permutation(np.arange(n) % n_arms)
     feats = rng.standard_normal((n, 2)) * np.array([radial_sd, tangential_sd])
     feats[:, 0] += 1.0
     angle = arm * (2.0 * np.pi / n_arms) + rate * np.exp(feats[:, 0])
     c, s = np.cos(angle), np.sin(angle)
-    out = np.stack([c * feats[:, 0] - s * feats[:, 1], s * feats[:, 0] + c * feats[:, 1]], axis=1)
+    out = np.stack([c * feats[:, 0] + s * feats[:, 1], -s * feats[:, 0] + c * feats[:, 1]], axis=1)
     return 2.0 * out
 
 
@@ -193,15 +189,6 @@ def dequantize(
     u = torch.rand(batch.shape, generator=generator, device=batch.device, dtype=dtype)
     upper = torch.nextafter((p + 1.0) / n_levels, torch.zeros((), dtype=dtype, device=batch.device))
     return torch.minimum((p + u) / n_levels, upper)
-
-
-def dataset_info(name: str) -> tuple[tuple[int, ...], int | None]:
-    """(input_shape, n_levels) of a data set: (C, H, W) and the pixel level count for images, (2,) and
-    None for toy densities (continuous data, no dequantisation)."""
-    key = name.lower()
-    if key not in _INFO:
-        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
-    return _INFO[key]
 
 
 # ----------------------------------------------------------------------------------- image sets
@@ -458,16 +445,18 @@ class EpochDataLoader(DataLoader):
 
 
 class ToyLoader:
-    """Fresh toy samples every step: an epoch is ``n_batches`` batches of ``batch_size`` points drawn
-    from the SeedSequence (seed, stream, epoch, rank), so ranks see independent points and an epoch can
-    be replayed with :meth:`set_epoch`. Yields ``(float32 (B, 2), int64 (B,) of -1)``."""
+    """Fresh toy samples every step: an epoch is ``n_batches`` global batches of ``world_size ×
+    batch_size`` points drawn from the SeedSequence (seed, stream, epoch), of which rank r keeps rows
+    r, r + world_size, ... So the global batch, and with it a data-parallel step, is the same whatever
+    the number of workers, and :meth:`set_epoch` replays an epoch. Yields ``(float32 (B, 2), int64 (B,)
+    of -1)`` with B = ``batch_size``, this rank's share."""
 
     def __init__(
-        self, name: str, batch_size: int, n_batches: int, seed: int = 0, rank: int = 0
+        self, name: str, batch_size: int, n_batches: int, seed: int = 0, rank: int = 0, world_size: int = 1
     ) -> None:
         dataset_info(name)  # validates the name
         self.name, self.batch_size, self.n_batches = name.lower(), batch_size, n_batches
-        self.seed, self.rank, self.epoch = seed, rank, 0
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -476,11 +465,12 @@ class ToyLoader:
         return self.n_batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        rng = np.random.default_rng([self.seed, _TRAIN_STREAM, self.epoch, self.rank])
+        rng = np.random.default_rng([self.seed, _TRAIN_STREAM, self.epoch])
         self.epoch += 1
         no_label = torch.full((self.batch_size,), -1, dtype=torch.int64)
         for _ in range(self.n_batches):
-            yield toy_sample(self.name, self.batch_size, rng), no_label
+            batch = toy_sample(self.name, self.batch_size * self.world_size, rng)
+            yield batch[self.rank :: self.world_size].contiguous(), no_label
 
 
 class Loaders(NamedTuple):
@@ -511,6 +501,25 @@ def _image_arrays(
     return _NpyImages(paths[0]), np.load(paths[1])
 
 
+def require_dataset(name: str, root: str | os.PathLike[str] | None) -> None:
+    """The files of an on-disk image set must be present before any training starts
+    (:class:`DatasetNotFound` names the folder and the first missing files)."""
+    info = dataset_info(name)
+    if info.name == "cifar10":
+        folder, files = CIFAR10_FOLDER, CIFAR10_FILES
+    elif info.name == "imagenet32":
+        folder, files = IMAGENET32_FOLDER, IMAGENET32_TRAIN_FILES + (IMAGENET32_VAL_FILE,)
+    else:
+        return
+    if root is None:
+        raise DatasetNotFound(f"data set {name!r} needs --data-root (the folder holding {folder}/)")
+    path = Path(root).expanduser() / folder
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        raise DatasetNotFound(f"data set {name!r} not found: {path} lacks {', '.join(missing[:3])}"
+                              + (" ..." if len(missing) > 3 else ""))
+
+
 def make_loaders(
     name: str,
     root: str | os.PathLike[str] | None,
@@ -539,7 +548,8 @@ def make_loaders(
     ``toy_test_seed`` only.
     """
     key = name.lower()
-    input_shape, n_levels = dataset_info(key)
+    info = dataset_info(key)
+    input_shape, n_levels = info.shape, info.n_levels
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
     train_bs = _per_rank(batch_size, world_size, "batch_size")
@@ -549,7 +559,7 @@ def make_loaders(
     if key in TOY_SETS:
         test_x = toy_sample(key, toy_test_size, np.random.default_rng(toy_test_seed))
         test_ds = TensorDataset(test_x, torch.full((toy_test_size,), -1, dtype=torch.int64))
-        train: EpochDataLoader | ToyLoader = ToyLoader(key, train_bs, toy_batches_per_epoch, seed, rank)
+        train: EpochDataLoader | ToyLoader = ToyLoader(key, train_bs, toy_batches_per_epoch, seed, rank, world_size)
     else:
         images, labels = _image_arrays(key, root, True, download, verify)
         train_ds = ImageDataset(images, labels, flip=(key == "cifar10"), seed=seed)

@@ -161,6 +161,14 @@ class Flow(nn.Module):
         """−log p(x) in nats per sample (the toy metric, paper §4.1)."""
         return -self.log_prob(x)
 
+    def score_from_output(self, z: Tensor, logdet: Tensor) -> Tensor:
+        """The per-sample score the project trains on and reports, from ``(z, logdet) = self(x)``:
+        −log p(x) in nats for toy data (paper Table 1), bits per dimension for images (Table 3)."""
+        log_p = log_prob_from_output(z, logdet)
+        if self.config.is_toy:
+            return -log_p
+        return bits_per_dim_from_log_prob(log_p, self.config.n_dims, self.config.n_levels)
+
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """Draw z ~ N(0, T²I) and invert the flow."""
@@ -173,10 +181,6 @@ class Flow(nn.Module):
     def initialize(self, x: Tensor) -> None:
         """Data-dependent initialisation of every ActNorm from one batch (train mode)."""
         self(x)
-
-    @property
-    def data_initialized(self) -> bool:
-        return all(bool(m.initialized) for m in self.modules() if isinstance(m, ActNorm))
 
     def update_lipschitz(self, n_iterations: int | None = None) -> None:
         """Refine every spectral-norm estimate: ``n_iterations`` power iterations, or tolerance mode."""
@@ -191,8 +195,10 @@ class Flow(nn.Module):
         return list(dense_layers(self))
 
     def num_parameters(self) -> int:
-        """Σ numel over parameters that require grad (the authors' count)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """The authors' count: Σ numel over their trainable parameters. Theirs include each block's
+        never-trained ``geom_p`` and ``lamb``; here those two are frozen (so that DDP needs no search
+        for unused parameters) and still counted, so this is Σ numel over every parameter."""
+        return sum(p.numel() for p in self.parameters())
 
 
 def build_model(config: ModelConfig) -> Flow:

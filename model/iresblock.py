@@ -32,8 +32,9 @@ class InvertibleResBlock(nn.Module):
 
     ``net`` must act sample by sample and be contractive (Lip < 1, e.g. spectrally normalised).
     ``geom_p`` (= logit 0.5) and ``lamb`` (= 2.0) are parameters only because the authors' block has
-    them: they count in parameter totals but take no part in any computation, so they never receive a
-    gradient; the roulette law comes from ``settings``. ``roulette_generator`` (a CPU
+    them: they count in parameter totals (:meth:`model.flow.Flow.num_parameters`) but take no part in
+    any computation, so they are frozen (``requires_grad=False``: no optimiser state, and DDP need not
+    look for unused parameters); the roulette law comes from ``settings``. ``roulette_generator`` (a CPU
     ``torch.Generator``, default None = torch's global RNG) drives the draw of N.
     """
 
@@ -41,8 +42,8 @@ class InvertibleResBlock(nn.Module):
         super().__init__()
         self.net = net
         self.settings = settings if settings is not None else EstimatorSettings()
-        self.geom_p = nn.Parameter(torch.tensor(0.0))  # logit(0.5)
-        self.lamb = nn.Parameter(torch.tensor(2.0))
+        self.geom_p = nn.Parameter(torch.tensor(0.0), requires_grad=False)  # logit(0.5)
+        self.lamb = nn.Parameter(torch.tensor(2.0), requires_grad=False)
         self.roulette_generator: torch.Generator | None = None
         self.last_n_terms = 0  # series terms used by the latest estimate (0: exact log-det)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -39,7 +40,10 @@ class ActNorm(nn.Module):
     """Per-channel affine y = (x + b)·exp(w), initialised from the first batch it sees.
 
     Data-dependent initialisation: b = −mean, w = −½·log(max(var, 0.2)) with the unbiased variance
-    over batch and spatial positions. log|det| = Σ_c w_c × (number of spatial positions).
+    over batch and spatial positions. log|det| = Σ_c w_c × (number of spatial positions). Under
+    torch.distributed the moments are those of the global batch (sums all-reduced), so every rank
+    starts from the values one process would compute from the whole batch (the authors' one-process
+    DataParallel).
     Works on (B, C) and (B, C, H, W). Once the ``initialized`` buffer has been seen True it is
     remembered on the host, so later forward passes do not read the buffer back from the device.
     """
@@ -68,8 +72,11 @@ class ActNorm(nn.Module):
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
         flat = x.transpose(0, 1).reshape(x.shape[1], -1)
-        mean = flat.mean(1)
-        var = flat.var(1) if flat.shape[1] > 1 else torch.full_like(mean, self.VAR_FLOOR)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            mean, var = _global_moments(flat)
+        else:
+            mean = flat.mean(1)
+            var = flat.var(1) if flat.shape[1] > 1 else torch.full_like(mean, self.VAR_FLOOR)
         self.bias.copy_(-mean)
         self.weight.copy_(-0.5 * torch.log(var.clamp(min=self.VAR_FLOOR)))
         self.initialized.fill_(True)
@@ -85,6 +92,18 @@ class ActNorm(nn.Module):
 
     def inverse(self, y: Tensor) -> Tensor:
         return y * self._view((-self.weight).exp(), y) - self._view(self.bias, y)
+
+
+def _global_moments(flat: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row mean and unbiased variance over the rows of every rank (float64 sums all-reduced)."""
+    d = flat.double()
+    stats = torch.stack([d.sum(1), d.pow(2).sum(1), torch.full_like(d[:, 0], d.shape[1])])
+    dist.all_reduce(stats)
+    total, squares, n = stats
+    mean = total / n
+    var = (squares - n * mean * mean) / (n - 1).clamp(min=1)
+    var = torch.where(n > 1, var, torch.full_like(var, ActNorm.VAR_FLOOR))
+    return mean.to(flat.dtype), var.to(flat.dtype)
 
 
 class Squeeze(nn.Module):
