@@ -2,7 +2,10 @@
 
 The paper compares architectures at an equal parameter count (§4.2, Table 1: every i-DenseNet is
 held at the 8.7M of the small Residual Flow). A named budget is the exact count, from
-:func:`count_parameters`, of a Residual Flow reference configuration; a number is taken as given.
+:func:`count_parameters`, of a Residual Flow reference configuration; a budget may also be given as a
+reference configuration of one's own (a mapping of model fields), or as a number, taken as given.
+The reference configuration, where there is one, is the sweep's control arm: its count *is* the
+budget.
 A budget is met when the relative deviation |P − B| / B is at most the tolerance (default ±1.5%,
 the spread of the paper's own "equal budget" models, −0.4% … +1.2%).
 """
@@ -11,7 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.config import ModelConfig
+from typing import Any, Mapping
+
+from model.config import ConfigError, ModelConfig, toy_config
+from model.datasets import dataset_info
+from model.errors import UserError
 
 from .count import count_parameters
 
@@ -44,8 +51,8 @@ REFERENCE_CONFIGS: dict[str, ModelConfig] = {
 BUDGETS: dict[str, int] = {name: count_parameters(cfg) for name, cfg in REFERENCE_CONFIGS.items()}
 
 
-class UnknownBudget(ValueError):
-    """A budget that is neither a preset name nor a positive integer."""
+class UnknownBudget(UserError):
+    """A budget that is neither a preset name, a reference config nor a positive integer."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Budget:
     params: int
     tolerance: float = DEFAULT_TOLERANCE
     name: str | None = None
+    reference: ModelConfig | None = None  # the Residual Flow whose count this is (the control arm)
 
     def deviation(self, count: int) -> float:
         """Relative deviation (count − budget) / budget."""
@@ -64,7 +72,7 @@ class Budget:
         return abs(self.deviation(count)) <= self.tolerance
 
     def describe(self) -> str:
-        label = f"{self.name} = " if self.name else ""
+        label = f"{self.name} = " if self.name else ("reference Residual Flow = " if self.reference else "")
         return f"{label}{self.params:,} ±{100 * self.tolerance:g}%"
 
 
@@ -92,10 +100,32 @@ def resolve_budget(spec: str | int | float) -> int:
     return spec
 
 
-def make_budget(spec: str | int | float, tolerance: float = DEFAULT_TOLERANCE) -> Budget:
-    """A :class:`Budget` from a preset name or a number; ``tolerance`` is relative (0.015 = ±1.5%)."""
+def reference_config(values: Mapping[str, Any], dataset: str | None) -> ModelConfig:
+    """A reference Residual Flow from model fields over the defaults of ``dataset`` (the authors' toy
+    model for 2-D data; family ``resflow`` and LipSwish unless given)."""
+    info = dataset_info(dataset) if dataset else None
+    base: dict[str, Any] = {"family": "resflow", "activation": "lipswish"}
+    if info is not None:
+        base["input_shape"] = info.shape
+        if info.n_levels is not None:
+            base["n_levels"] = info.n_levels
+    base.update(values)
+    try:
+        return toy_config(**base) if info is not None and info.is_toy else ModelConfig(**base)
+    except (ConfigError, TypeError) as err:
+        lines = err.lines() if isinstance(err, ConfigError) else [str(err)]
+        raise UnknownBudget(f"reference config: {'; '.join(lines)}") from None
+
+
+def make_budget(spec: str | int | float | Mapping[str, Any], tolerance: float = DEFAULT_TOLERANCE,
+                dataset: str | None = None) -> Budget:
+    """A :class:`Budget` from a preset name, a reference config (model fields over ``dataset``'s
+    defaults) or a number; ``tolerance`` is relative (0.015 = ±1.5%)."""
     if not 0 < tolerance < 1:
         raise UnknownBudget(f"tolerance {tolerance!r} must lie in (0, 1)")
+    if isinstance(spec, Mapping):
+        ref = reference_config(spec, dataset)
+        return Budget(count_parameters(ref), float(tolerance), None, ref)
     params = resolve_budget(spec)
     name = spec.strip().lower() if isinstance(spec, str) and spec.strip().lower() in BUDGETS else None
-    return Budget(params, float(tolerance), name)
+    return Budget(params, float(tolerance), name, REFERENCE_CONFIGS.get(name) if name else None)

@@ -16,18 +16,17 @@ from typing import Any, Sequence
 
 import yaml
 
-from model.config import ConfigError, ModelConfig, toy_config
+from model.config import ModelConfig, toy_config
+from model.datasets import DATASETS
+from model.errors import UserError
 
-from .budgets import BUDGETS, DEFAULT_TOLERANCE, REFERENCE_CONFIGS, UnknownBudget, make_budget
+from .budgets import BUDGETS, DEFAULT_TOLERANCE, REFERENCE_CONFIGS, make_budget
 from .count import count_parameters
-from .solver import BudgetError, nearest_width
-from .space import DATASETS, SpaceError, _show, load_space, shipped_spaces
+from .dimensions import show
+from .solver import BudgetError, nearest_width, width_value
+from .space import load_space, shipped_spaces
 
 EXIT_ERROR = 2
-
-
-class CliError(ValueError):
-    """A user error: printed as one line per problem, exit code 2."""
 
 
 # ---------------------------------------------------------------------------------- space
@@ -48,7 +47,7 @@ def _cell(col: str, value: Any) -> str:
         return f"{value:,}"
     if col == "feasible":
         return "yes" if value else "NO"
-    return _show(value)
+    return show(value)
 
 
 def cmd_space_show(args: argparse.Namespace) -> int:
@@ -77,21 +76,23 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in re.split(r"[-,x]", text.strip()))
     except ValueError:
-        raise CliError(f"{what}: {text!r} is not a list of integers (e.g. 4-4-4 or 3,32,32)") from None
+        raise UserError(f"{what}: {text!r} is not a list of integers (e.g. 4-4-4 or 3,32,32)") from None
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise CliError(f"--config: no such file {path}")
+        raise UserError(f"--config: no such file {path}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
     except yaml.YAMLError as e:
-        raise CliError(f"--config {path}: not valid YAML/JSON ({getattr(e, 'problem', e)})") from None
+        raise UserError(f"--config {path}: not valid YAML/JSON ({getattr(e, 'problem', e)})") from None
+    if isinstance(data, dict) and isinstance(data.get("run"), dict):
+        data = data["run"]  # an entry of best.yaml
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        data = data["model"]  # a trial config {"model": {...}, "train": {...}}
+        data = data["model"]  # a run config {"model": {...}, "train": {...}}
     if not isinstance(data, dict):
-        raise CliError(f"--config {path}: must hold a mapping of model config fields")
+        raise UserError(f"--config {path}: must hold a mapping of model config fields")
     return data
 
 
@@ -113,11 +114,11 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     if args.dataset:
         key = args.dataset.lower()
         if key not in DATASETS:
-            raise CliError(f"--dataset: {args.dataset!r} is not one of {', '.join(DATASETS)}")
-        shape, levels = DATASETS[key]
-        values["input_shape"] = shape
-        if levels is not None:
-            values["n_levels"] = levels
+            raise UserError(f"--dataset: {args.dataset!r} is not one of {', '.join(DATASETS)}")
+        info = DATASETS[key]
+        values["input_shape"] = info.shape
+        if info.n_levels is not None:
+            values["n_levels"] = info.n_levels
     if args.input_shape:
         values["input_shape"] = _ints(args.input_shape, "--input-shape")
     if args.blocks:
@@ -133,19 +134,19 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     try:
         return toy_config(**values) if toy else ModelConfig.from_dict(values)
     except TypeError as e:
-        raise CliError(f"config: {e}") from None
+        raise UserError(f"config: {e}") from None
 
 
 def cmd_count(args: argparse.Namespace) -> int:
     """Print the exact parameter count of a config (and its deviation from a budget)."""
     cfg = config_from_args(args)
     if args.solve and args.budget is None:
-        raise CliError("--solve needs --budget")
+        raise UserError("--solve needs --budget")
     if args.budget is not None:
         budget = make_budget(args.budget, args.tolerance)
         if args.solve:
             sol = nearest_width(cfg, budget.params, budget.tolerance)
-            cfg = cfg.replace(**{sol.field: sol.width})
+            cfg = cfg.replace(**{sol.field: width_value(sol.field, sol.width, len(cfg.toy_hidden))})
             if not sol.feasible:
                 raise BudgetError(f"no {sol.field} fits {budget.describe()}: nearest {sol.nearest_text()}")
     count = count_parameters(cfg)
@@ -174,11 +175,9 @@ def cmd_count(args: argparse.Namespace) -> int:
 def _run(func: Any, args: argparse.Namespace) -> int:
     try:
         return int(func(args))
-    except SpaceError as e:
-        for line in e.problems:
+    except UserError as e:
+        for line in e.lines():
             print(f"idensenet: error: {line}", file=sys.stderr)
-    except (CliError, ConfigError, BudgetError, UnknownBudget) as e:
-        print(f"idensenet: error: {e}", file=sys.stderr)
     return EXIT_ERROR
 
 

@@ -1,11 +1,13 @@
 """The growth solver: the width that brings a model closest to a parameter budget.
 
-With every other choice fixed, the count of §11 of the architecture notes is a quadratic in
+With every other choice fixed, the closed-form count of :mod:`search_spaces.count` is a quadratic in
 h = k/a (k the growth of the dense layers, eq. 4-5; a = 2 for CLipSwish, eq. 11, so k stays even):
 P(h) = α·h² + β·h + γ with α, β > 0 integers read off three exact counts (second differences).
 P is strictly increasing in h, so the closest achievable count lies at ⌊h*⌋ or ⌈h*⌉ of the real
 root of P(h) = B; both neighbours are evaluated exactly, and the nearer one wins (ties: the smaller
-width). For a Residual Flow the solved width is the hidden width H = a·h of its conv blocks.
+width). For a Residual Flow the solved width is the hidden width H = a·h of its conv blocks, and for
+a toy Residual Flow the common width of its hidden layers (``toy_hidden = (w, …, w)``, the same
+number of layers), whose count is quadratic in w as well.
 
 Results (CLipSwish, LC, budgets from :mod:`search_spaces.budgets`; tests/test_solver.py):
 
@@ -23,18 +25,27 @@ import math
 from dataclasses import dataclass
 
 from model.config import ModelConfig, channel_multiplier
+from model.errors import UserError
 
 from .budgets import DEFAULT_TOLERANCE
 from .count import Arch, arch_of, count_arch
 
 
-class BudgetError(ValueError):
+class BudgetError(UserError):
     """No width brings the model within the tolerance of the budget; names the nearest counts."""
 
 
-def width_field(family: str) -> str:
-    """The field the solver sets: ``growth`` for i-DenseNet, ``hidden`` for Residual Flow."""
-    return "growth" if family == "idensenet" else "hidden"
+def width_field(family: str, toy: bool = False) -> str:
+    """The field the solver sets: ``growth`` for i-DenseNet, ``hidden`` for a Residual Flow on images,
+    ``toy_hidden`` (all hidden layers alike) for a toy Residual Flow."""
+    if family == "idensenet":
+        return "growth"
+    return "toy_hidden" if toy else "hidden"
+
+
+def width_value(field: str, width: int, layers: int) -> int | tuple[int, ...]:
+    """The config value of a solved width (``layers`` hidden layers of ``width`` for ``toy_hidden``)."""
+    return (width,) * layers if field == "toy_hidden" else width
 
 
 @dataclass(frozen=True)
@@ -69,13 +80,12 @@ class Solution:
 
 
 def _solve_arch(arch: Arch, budget: int, tolerance: float) -> Solution:
-    field = width_field(arch.family)
-    if field == "hidden" and len(arch.input_shape) == 1:
-        raise BudgetError("a toy Residual Flow has no single width to solve (toy_hidden is a list)")
+    field = width_field(arch.family, len(arch.input_shape) == 1)
     a = channel_multiplier(arch.activation)
+    layers = len(arch.toy_hidden)
 
     def p(h: int) -> int:
-        return count_arch(arch._replace(**{field: a * h}))
+        return count_arch(arch._replace(**{field: width_value(field, a * h, layers)}))
 
     c1, c2, c3 = p(1), p(2), p(3)
     alpha2 = c3 - 2 * c2 + c1  # 2α
@@ -126,7 +136,7 @@ def solve_growth(cfg: ModelConfig, budget: int, tolerance: float = DEFAULT_TOLER
 def solved_config(cfg: ModelConfig, budget: int, tolerance: float = DEFAULT_TOLERANCE) -> ModelConfig:
     """``cfg`` with its width replaced by the solved one (raises :class:`BudgetError`)."""
     sol = solve_growth(cfg, budget, tolerance)
-    return cfg.replace(**{sol.field: sol.width})
+    return cfg.replace(**{sol.field: width_value(sol.field, sol.width, len(cfg.toy_hidden))})
 
 
 def solve_arch(arch: Arch, budget: int, tolerance: float = DEFAULT_TOLERANCE) -> Solution:

@@ -1,38 +1,41 @@
 """Search spaces: YAML files that fix some model choices, search others, and hold every proposal
 to a parameter budget by construction.
 
-A space names a data set, a budget (preset or number) with a relative tolerance, fixed
-:class:`ModelConfig` values, searched dimensions and fixed training values. The width of the dense
-layers (the growth k of eq. 4-5; the hidden width for a Residual Flow) is never searched: it is
-solved from the budget for every combination of the choices that change the count (depth,
-activation, blocks per scale, ...). :func:`load_space` checks every such combination up front, so a
-loaded space can only propose configurations within tolerance.
+A space names a data set, a budget with a relative tolerance, fixed :class:`ModelConfig` values,
+searched dimensions (:mod:`search_spaces.dimensions`), fixed training values, and the trials to run
+first: **baselines** (the control arm: ``resflow``, the budget's own Residual Flow, whose count *is*
+the budget; and any fixed config) and **enqueued** known configurations (warm starts). The width of
+the dense layers (the growth k of eq. 4-5; the hidden width of a Residual Flow) is never searched:
+it is solved from the budget for every combination of the choices that change the count.
+:func:`load_space` checks every combination and every fixed trial up front, so a loaded space can
+only propose configurations within tolerance.
 
-File layout (see the shipped ``*.yaml`` next to this module)::
+File layout (the shipped ``*.yaml`` next to this module are examples)::
 
     name: cifar10-small            # optional, default: the file name
     description: ...               # optional
     dataset: cifar10               # sets input_shape (and n_levels for images)
-    budget: cifar10-small          # preset name or a number of parameters
+    budget: cifar10-small          # a preset, a number, or a reference Residual Flow {hidden: 256, ...}
     tolerance: 0.015               # relative, default 0.015
     model: {family: idensenet, learnable_concat: true, ...}   # fixed ModelConfig values
     search:                        # a mapping searches a dimension, a plain value fixes it
+      family: {choices: [idensenet, resflow]}          # Residual Flows get their width solved
       depth: {choices: [2, 3, 4, 5]}
-      activation: {choices: [clipswish, lipswish]}
-      blocks_per_scale: {choices: [[4, 4, 4], [2, 4, 6]]}
       eta_init: {low: 0.5, high: 2.0, shared: true}   # initial K of the concatenation (§3.3)
-      sn_coeff: 0.98
-      lip_coeff: {low: 0.9, high: 0.99}
-      lc_start_epoch: {low: 0, high: 25}
       lr: {low: 1.0e-4, high: 3.0e-3, log: true}      # a training dimension
-    train: {batch_size: 64, epochs: 100, lr: 1.0e-3}
+    train: {batch_size: 64, epochs: 100, lr: 1.0e-3}   # checked by model.train_config.TrainConfig
+    schedule: {grace_period: 10, reduction_factor: 3}  # ASHA defaults for this space
+    baselines:                     # run first, never stopped early, marked in the study and table
+      - resflow
+      - {label: paper-d3-g178, model: {depth: 3, growth: 178, activation: clipswish}}
+    enqueue:                       # known configurations proposed first (they can be stopped)
+      - {label: paper-d4, model: {depth: 4, growth: 122}}
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,304 +44,123 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from model.config import FAMILIES, ConfigError, ModelConfig, toy_config
+from model.datasets import DATASETS, TOY_SETS
+from model.errors import UserError
+from model.train_config import SEARCHABLE as TRAIN_SEARCHABLE
+from model.train_config import TrainConfig
 
 from .budgets import BUDGETS, DEFAULT_TOLERANCE, Budget, UnknownBudget, make_budget
-from .count import COUNT_FIELDS, Arch
-from .solver import Solution, solve_arch, width_field
+from .count import COUNT_FIELDS, Arch, count_parameters
+from .dimensions import RESFLOW_ONLY, Dimension, as_float, is_int, normalise, parse_dimension, show
+from .solver import Solution, solve_arch, width_field, width_value
 
-#: data set -> (input_shape, n_levels); mirrors model.data.dataset_info without importing torch
-TOY_SETS: tuple[str, ...] = ("moons", "circles", "checkerboard", "8gaussians", "pinwheel", "2spirals")
-DATASETS: dict[str, tuple[tuple[int, ...], int | None]] = {
-    "digits": ((1, 8, 8), 17),
-    "cifar10": ((3, 32, 32), 256),
-    "imagenet32": ((3, 32, 32), 256),
-    **{name: ((2,), None) for name in TOY_SETS},
-}
-
-TOP_KEYS = ("name", "description", "dataset", "budget", "tolerance", "model", "search", "train")
-#: training values that may be searched, with their kind
-TRAIN_SEARCHABLE: dict[str, str] = {"lr": "float", "weight_decay": "float", "batch_size": "int"}
-#: training values whose type is checked (other keys under ``train:`` pass through as scalars)
-TRAIN_KINDS: dict[str, str] = {
-    **TRAIN_SEARCHABLE, "epochs": "int", "warmup_iters": "int", "grad_clip": "float", "ema_decay": "float",
-    "seed": "int", "n_workers": "int",
-}
+TOP_KEYS = ("name", "description", "dataset", "budget", "tolerance", "model", "search", "train", "schedule",
+            "baselines", "enqueue")
 MAX_COMBINATIONS = 5000
+CONTROL = "resflow"  # the baselines entry that names the budget's own Residual Flow
+ROLES = ("control", "baseline", "enqueued", "search")
 
 _FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(ModelConfig)}
-_RANGE_KEYS = {"low", "high", "log", "step"}
 
 
-class SpaceError(ValueError):
-    """An invalid or infeasible search space; ``problems`` holds one line per problem, each with its
-    key path, and the message is those lines joined."""
+class SpaceError(UserError):
+    """An invalid or infeasible search space: one problem per line, ``<source>: <key path>: <message>``."""
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
 
 
-# ---------------------------------------------------------------------------------- values
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _as_float(v: Any) -> float | None:
-    """A number (YAML reads ``1e-3`` as a string, so numeric strings count too), else None."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
-
-
-def _normalise(kind: str, value: Any) -> tuple[Any, str | None]:
-    """(value in canonical form, problem or None) for a value of type ``kind`` (a ModelConfig
-    annotation string, or "float"/"int" for training values)."""
-    if kind == "str":
-        return (value, None) if isinstance(value, str) else (None, f"{value!r} is not a string")
-    if kind == "int":
-        return (value, None) if _is_int(value) else (None, f"{value!r} is not an integer")
-    if kind == "int | None":
-        return (value, None) if value is None or _is_int(value) else (None, f"{value!r} is not an integer or null")
-    if kind == "float":
-        f = _as_float(value)
-        return (f, None) if f is not None else (None, f"{value!r} is not a number")
-    if kind == "bool":
-        return (value, None) if isinstance(value, bool) else (None, f"{value!r} is not true/false")
-    if kind == "tuple[int, ...]":
-        if isinstance(value, (list, tuple)) and value and all(_is_int(v) for v in value):
-            return tuple(value), None
-        return None, f"{value!r} is not a non-empty list of integers"
-    if kind == "tuple[float, float]":
-        f = _as_float(value)
-        if f is not None:
-            return (f, f), None
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            pair = [_as_float(v) for v in value]
-            if all(p is not None for p in pair):
-                return (pair[0], pair[1]), None
-        return None, f"{value!r} is not a number or a pair of numbers"
-    return value, None
-
-
-def _encode(value: Any) -> Any:
-    """An Optuna categorical choice for ``value`` (Optuna takes None/bool/int/float/str only)."""
-    if isinstance(value, tuple):
-        if all(_is_int(v) for v in value):
-            return "-".join(str(v) for v in value)
-        return json.dumps(list(value))
-    return value
-
-
-def _show(value: Any) -> str:
-    enc = _encode(value)
-    return enc if isinstance(enc, str) else json.dumps(enc)
-
-
-# ---------------------------------------------------------------------------------- dimensions
 @dataclass(frozen=True)
-class Dimension:
-    """One searched value: a model field or a training value.
+class FixedTrial:
+    """A trial the sweep runs first: a baseline (``control``: the budget's Residual Flow, or
+    ``baseline``) or an ``enqueued`` known configuration. ``model`` / ``train`` are the values it sets
+    over the space's (the width is solved when ``model`` does not set it); ``params`` the Optuna
+    parameters that reproduce its searched values (baselines have none: they are controls, not
+    search points); ``count`` its exact parameter count."""
 
-    ``kind`` is "categorical" (``choices``), "int" or "float" (``low``..``high``, optional ``log``
-    and ``step``) or "eta" (the initial K₁, K₂ of the learnable concatenation, paper §3.3: one
-    shared value or one per η, each in ``low``..``high``).
-    """
+    role: str
+    label: str
+    model: Mapping[str, Any]
+    train: Mapping[str, Any]
+    params: Mapping[str, Any]
+    count: int
 
-    name: str
-    target: str  # "model" or "train"
-    kind: str
-    choices: tuple[Any, ...] = ()
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    step: float | int | None = None
-    shared: bool = True
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        """The Optuna parameter names this dimension suggests (flat, "/"-separated)."""
-        if self.kind == "eta" and not self.shared:
-            return ("search/eta_init_k1", "search/eta_init_k2")
-        return (f"{self.target}/{self.name}",)
-
-    @property
-    def counts(self) -> bool:
-        """True when the dimension changes the parameter count."""
-        return self.target == "model" and self.name in COUNT_FIELDS
-
-    def values(self) -> list[Any] | None:
-        """Every value (categorical or integer range), or None for continuous ranges."""
-        if self.kind == "categorical":
-            return list(self.choices)
-        if self.kind == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        return None
-
-    def representatives(self) -> list[Any]:
-        """Values that bound what this dimension can propose (for validation)."""
-        vals = self.values()
-        if vals is not None:
-            return vals if self.kind == "categorical" else sorted({vals[0], vals[-1]})
-        if self.kind == "eta":
-            return [(self.low, self.low), (self.high, self.high), (self.low, self.high)]
-        return [self.low, self.high]
-
-    def suggest(self, trial: Any) -> Any:
-        """Draw a value from an Optuna trial (or Ray's wrapper around one)."""
-        if self.kind == "categorical":
-            table = {_encode(c): c for c in self.choices}
-            return table[trial.suggest_categorical(self.param_names[0], list(table))]
-        if self.kind == "int":
-            step = int(self.step or 1)
-            return trial.suggest_int(self.param_names[0], int(self.low), int(self.high), step=step, log=self.log)
-        if self.kind == "float":
-            return trial.suggest_float(self.param_names[0], self.low, self.high, log=self.log, step=self.step)
-        ks = [trial.suggest_float(n, self.low, self.high, log=self.log) for n in self.param_names]
-        return (ks[0], ks[0]) if self.shared else (ks[0], ks[1])
-
-    def describe(self) -> str:
-        if self.kind == "categorical":
-            return "choice of " + ", ".join(_show(c) for c in self.choices)
-        text = f"{self.kind} in [{self.low:g}, {self.high:g}]" + (" (log)" if self.log else "")
-        if self.step not in (None, 1):
-            text += f" step {self.step:g}"
-        if self.kind == "eta":
-            text += ", shared by K1 and K2" if self.shared else ", K1 and K2 drawn separately"
-        return text
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "label": self.label, "model": dict(self.model), "train": dict(self.train),
+                "params": dict(self.params), "count": self.count}
 
 
-def _parse_dimension(
-    name: str, kind: str, target: str, spec: Mapping[str, Any], path: str, err: Any
-) -> Dimension | None:
-    keys = set(spec)
-    if "choices" in keys:
-        extra = sorted(keys - {"choices"})
-        if extra:
-            err(path, f"'choices' excludes {', '.join(extra)}")
-        choices = spec["choices"]
-        if not isinstance(choices, list) or not choices:
-            err(f"{path}.choices", "must be a non-empty list")
-            return None
-        values, ok = [], True
-        for i, c in enumerate(choices):
-            v, problem = _normalise(kind, c)
-            if problem:
-                err(f"{path}.choices[{i}]", problem)
-                ok = False
-            values.append(v)
-        if not ok:
-            return None
-        encoded = [_encode(v) for v in values]
-        if len(set(map(repr, encoded))) != len(encoded):
-            err(f"{path}.choices", "contains duplicates")
-            return None
-        return Dimension(name, target, "categorical", tuple(values))
-    allowed = _RANGE_KEYS | ({"shared"} if name == "eta_init" else set())
-    extra = sorted(keys - allowed)
-    if extra:
-        err(path, f"unknown key(s) {', '.join(extra)}; give 'choices', or 'low'/'high' (+ 'log', 'step'"
-                  + (", 'shared'" if name == "eta_init" else "") + ")")
-        return None
-    range_kind = {"int": "int", "float": "float", "tuple[float, float]": "eta"}.get(kind)
-    if range_kind is None:
-        err(path, f"{name} takes 'choices' only (no numeric range)")
-        return None
-    if "low" not in spec or "high" not in spec:
-        err(path, "a range needs both 'low' and 'high'")
-        return None
-    num = _is_int if range_kind == "int" else (lambda v: _as_float(v) is not None)
-    bad = False
-    for key in ("low", "high"):
-        if not num(spec[key]):
-            err(f"{path}.{key}", f"{spec[key]!r} is not {'an integer' if range_kind == 'int' else 'a number'}")
-            bad = True
-    log, step, shared = spec.get("log", False), spec.get("step"), spec.get("shared", True)
-    if not isinstance(log, bool):
-        err(f"{path}.log", f"{log!r} is not true/false")
-        bad = True
-    if not isinstance(shared, bool):
-        err(f"{path}.shared", f"{shared!r} is not true/false")
-        bad = True
-    if step is not None and (not num(step) or _as_float(step) <= 0 or range_kind == "eta"):
-        err(f"{path}.step", f"{step!r} must be a positive {'integer' if range_kind == 'int' else 'number'}"
-                            + (" (no step for eta_init)" if range_kind == "eta" else ""))
-        bad = True
-    if bad:
-        return None
-    low, high = spec["low"], spec["high"]
-    if range_kind != "int":
-        low, high = float(_as_float(low)), float(_as_float(high))
-        step = float(_as_float(step)) if step is not None else None
-    if low >= high:
-        err(path, f"low {low} must be below high {high}")
-        return None
-    if log and low <= 0:
-        err(f"{path}.log", f"a log range needs low > 0 (got {low})")
-        return None
-    if log and step not in (None, 1):
-        err(f"{path}.step", "a log range takes no step")
-        return None
-    return Dimension(name, target, range_kind, (), low, high, log, step, shared)
-
-
-# ---------------------------------------------------------------------------------- the space
 @dataclass(frozen=True, eq=False)
 class Space:
     """A validated search space; every combination of its count-changing choices has a solved width
-    within ``budget.tolerance`` (``solutions``)."""
+    within ``budget.tolerance`` (``solutions``), and so has every fixed trial."""
 
     name: str
     dataset: str
     budget: Budget
-    base: Mapping[str, Any] = field(repr=False)  # all ModelConfig values but the searched (width: placeholder)
+    base: Mapping[str, Any] = field(repr=False)  # every ModelConfig value but the searched ones
     fixed: Mapping[str, Any]  # the model values the file fixes (for display)
     train: Mapping[str, Any]
     dimensions: tuple[Dimension, ...]
     solutions: Mapping[tuple[Any, ...], Solution] = field(repr=False)
     description: str = ""
     source: str = "<dict>"
+    schedule: Mapping[str, Any] = field(default_factory=dict)
+    baselines: tuple[FixedTrial, ...] = ()
+    enqueued: tuple[FixedTrial, ...] = ()
 
     @property
     def count_dimensions(self) -> tuple[Dimension, ...]:
         return tuple(d for d in self.dimensions if d.counts)
 
+    @property
+    def family_searched(self) -> bool:
+        return any(d.name == "family" for d in self.dimensions)
+
     def combinations(self) -> list[dict[str, Any]]:
-        """Every assignment of the count-changing dimensions (one dict per combination)."""
+        """Every distinct assignment of the count-changing dimensions (a Residual Flow takes no
+        i-DenseNet depth, so those repeat once per family only)."""
         dims = self.count_dimensions
-        return [dict(zip((d.name for d in dims), combo)) for combo in itertools.product(*(d.values() for d in dims))]
+        seen, out = set(), []
+        for combo in itertools.product(*(d.values() for d in dims)):
+            assignment = self._normalised(dict(zip((d.name for d in dims), combo)))
+            key = tuple(repr(assignment[d.name]) for d in dims)
+            if key not in seen:
+                seen.add(key)
+                out.append(assignment)
+        return out
+
+    def _normalised(self, assignment: Mapping[str, Any]) -> dict[str, Any]:
+        """Count dimensions not drawn (absent, or not for this family) at their first value."""
+        family = assignment.get("family", self.base["family"])
+        return {d.name: assignment[d.name] if d.name in assignment and d.applies_to(family) else d.values()[0]
+                for d in self.count_dimensions}
 
     def solution(self, assignment: Mapping[str, Any]) -> Solution:
-        """The solved width for an assignment of (at least) the count-changing dimensions."""
-        key = tuple(assignment[d.name] for d in self.count_dimensions)
-        sol = self.solutions.get(key)
+        """The solved width for an assignment of (some of) the count-changing dimensions."""
+        full = self._normalised(assignment)
+        sol = self.solutions.get(tuple(full[d.name] for d in self.count_dimensions))
         if sol is None:  # not a combination of the file's choices: solve it now
-            values = {**self.base, **{k: v for k, v in assignment.items() if k in self.base}}
-            sol = _solve(values, self.budget)
+            sol = _solve({**self.base, **{k: v for k, v in assignment.items() if k in self.base}}, self.budget)
         return sol
+
+    def solve(self, values: Mapping[str, Any]) -> Solution:
+        """The solved width for complete model values (any combination, in the file or not)."""
+        return _solve(values, self.budget)
 
     def model_values(self, assignment: Mapping[str, Any]) -> dict[str, Any]:
         """Complete ModelConfig values for an assignment of model dimensions, width solved."""
         values = {**self.base, **{k: v for k, v in assignment.items() if k in self.base}}
         sol = self.solution(assignment)
-        values[sol.field] = sol.width
+        values[sol.field] = width_value(sol.field, sol.width, len(values["toy_hidden"]))
         return values
 
     def model_config(self, assignment: Mapping[str, Any]) -> ModelConfig:
         return ModelConfig(**self.model_values(assignment))
 
-    def define_by_run(self, trial: Any) -> dict[str, Any]:
-        """Optuna define-by-run function for Ray's ``OptunaSearch(space=space.define_by_run)``;
-        see :func:`search_spaces.define_by_run.define_by_run`."""
-        from .define_by_run import define_by_run
-
-        return define_by_run(self, trial)
+    def train_config(self, values: Mapping[str, Any] | None = None) -> TrainConfig:
+        """The space's train values (and ``values`` over them) on its data set."""
+        return TrainConfig.from_dict({**self.train, **dict(values or {}), "data": self.dataset})
 
     def table(self) -> list[dict[str, Any]]:
         """One row per combination: its choices, solved width, count and deviation."""
@@ -350,7 +172,7 @@ class Space:
         return rows
 
     def describe(self) -> str:
-        """A human-readable summary (name, data, budget, fixed values, dimensions, training)."""
+        """A human-readable summary (name, data, budget, fixed values, dimensions, training, fixed trials)."""
         lines = [f"space {self.name}  ({self.source})"]
         if self.description:
             lines.append(f"  {self.description}")
@@ -358,66 +180,73 @@ class Space:
         lines.append(f"  budget: {self.budget.describe()}")
         if self.fixed:
             lines.append("  fixed model values:")
-            lines += [f"    {k}: {_show(v)}" for k, v in self.fixed.items()]
+            lines += [f"    {k}: {show(v)}" for k, v in self.fixed.items()]
         lines.append("  searched:")
         lines += [f"    {d.target}.{d.name}: {d.describe()}" for d in self.dimensions] or ["    (nothing)"]
         if self.train:
             lines.append("  train: " + ", ".join(f"{k}={v}" for k, v in self.train.items()))
+        if self.schedule:
+            lines.append("  schedule: " + ", ".join(f"{k}={v}" for k, v in self.schedule.items()))
+        for f in (*self.baselines, *self.enqueued):
+            lines.append(f"  {f.role}: {f.label}, {f.count:,} parameters "
+                         f"({100 * self.budget.deviation(f.count):+.2f}%)")
         return "\n".join(lines)
 
 
 def _solve(values: Mapping[str, Any], budget: Budget) -> Solution:
-    arch = Arch(*(values[f] for f in COUNT_FIELDS))
-    return solve_arch(arch, budget.params, budget.tolerance)
+    return solve_arch(Arch(*(values[f] for f in COUNT_FIELDS)), budget.params, budget.tolerance)
 
 
-def _config_problems(values: Mapping[str, Any]) -> list[str]:
+def _config_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     try:
         ModelConfig(**values)
     except ConfigError as e:
-        return str(e).split("; ")
+        return e.problems
     return []
 
 
+def _messages_about(problems: Iterable[tuple[str, str]], key: str) -> list[str]:
+    return [m for w, m in problems if w == key]
+
+
 def _combo_text(assignment: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={_show(v)}" for k, v in assignment.items())
-
-
-def _messages_about(messages: Iterable[str], key: str) -> list[str]:
-    """The ModelConfig problem messages that concern field ``key`` (text after "key:")."""
-    out = []
-    for msg in messages:
-        head, sep, text = msg.partition(":")
-        if sep and head.strip() == key:
-            out.append(text.strip())
-        elif (not sep or head.strip() not in _FIELD_TYPES) and key in msg:
-            out.append(msg)
-    return out
+    return ", ".join(f"{k}={show(v)}" for k, v in assignment.items())
 
 
 class _Collector:
-    """Problems in file order, one line each: ``<source>: <key path>: <message>``."""
+    """Problems in file order, one each: ``(<source>: <key path>, <message>)``."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.lines: list[str] = []
+        self.problems: list[tuple[str, str]] = []
 
     def __call__(self, path: str, message: str) -> None:
-        line = f"{self.source}: {path}: {message}"
-        if line not in self.lines:
-            self.lines.append(line)
+        item = (f"{self.source}: {path}", message)
+        if item not in self.problems:
+            self.problems.append(item)
+
+
+def _section(data: Mapping[str, Any], key: str, kind: type, err: Any) -> Any:
+    raw = data.get(key)
+    if raw is None:
+        return kind()
+    if not isinstance(raw, kind):
+        err(key, f"must be a {'mapping' if kind is dict else 'list'}")
+        return kind()
+    return raw
 
 
 def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "space") -> Space:
     """Validate a parsed space file; raises :class:`SpaceError` listing every problem.
 
     Three passes: types and structure; each fixed value and each searched choice/bound against the
-    model config's own rules; then every combination of count-changing choices (valid config, and a
-    width within tolerance of the budget).
+    model config's own rules (and the train values against :class:`TrainConfig`); then every
+    combination of count-changing choices and every fixed trial (a valid config, and a width within
+    tolerance of the budget).
     """
     err = _Collector(source)
     if not isinstance(data, Mapping):
-        raise SpaceError([f"{source}: (top level): must be a mapping of {', '.join(TOP_KEYS)}"])
+        raise SpaceError([(f"{source}: (top level)", f"must be a mapping of {', '.join(TOP_KEYS)}")])
     for key in data:
         if key not in TOP_KEYS:
             err(str(key), f"unknown key; valid keys: {', '.join(TOP_KEYS)}")
@@ -440,48 +269,40 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
         err("dataset", f"{dataset!r} is not one of {', '.join(DATASETS)}")
         count_ok = False
     dataset = dataset.lower() if isinstance(dataset, str) else ""
+    info = DATASETS.get(dataset)
 
     tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
-    tol = _as_float(tolerance)
+    tol = as_float(tolerance)
     if tol is None or not 0 < tol < 1:
         err("tolerance", f"{tolerance!r} must be a relative tolerance in (0, 1), e.g. 0.015")
         tol = DEFAULT_TOLERANCE
     budget: Budget | None = None
     if "budget" not in data:
-        err("budget", f"missing; a preset ({', '.join(BUDGETS)}) or a number of parameters")
+        err("budget", f"missing; a preset ({', '.join(BUDGETS)}), a reference config or a number of parameters")
     else:
         try:
-            budget = make_budget(data["budget"], tol)
+            budget = make_budget(data["budget"], tol, dataset if info else None)
         except UnknownBudget as e:
-            err("budget", str(e))
+            err("budget", e.summary())
 
     # defaults: the authors' toy or image model, with the data set's shape
     toy = dataset in TOY_SETS
     base: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in (toy_config() if toy else ModelConfig()).to_dict().items()
     }
-    if dataset in DATASETS:
-        shape, levels = DATASETS[dataset]
-        base["input_shape"] = shape
-        if levels is not None:
-            base["n_levels"] = levels
+    if info is not None:
+        base["input_shape"] = info.shape
+        if info.n_levels is not None:
+            base["n_levels"] = info.n_levels
+    if budget is not None and budget.reference is not None:  # searched Residual Flows take its layout
+        base.update({f: getattr(budget.reference, f) for f in RESFLOW_ONLY})
+    model_raw, search_raw, train_raw = (_section(data, k, dict, err) for k in ("model", "search", "train"))
 
-    sections: dict[str, Mapping[str, Any]] = {}
-    for sec in ("model", "search", "train"):
-        raw = data.get(sec)
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            err(sec, "must be a mapping")
-            raw = {}
-        sections[sec] = raw
-    model_raw, search_raw, train_raw = sections["model"], sections["search"], sections["train"]
-
-    # the width the solver sets: growth (i-DenseNet) or hidden (Residual Flow), per possible family
+    # the widths the solver sets: growth (i-DenseNet), hidden / toy_hidden (Residual Flow)
     fam_spec = search_raw.get("family", model_raw.get("family", base["family"]))
     fam_values = fam_spec.get("choices") if isinstance(fam_spec, Mapping) else [fam_spec]
     fams = [f for f in fam_values if f in FAMILIES] if isinstance(fam_values, list) else []
-    solved = {width_field(f) for f in fams} or {"growth"}
+    solved = {width_field(f, toy) for f in fams} or {"growth"}
 
     # ---- pass 1: structure and types
     fixed: dict[str, tuple[Any, str]] = {}  # field -> (value, key path)
@@ -490,7 +311,7 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
         if key not in _FIELD_TYPES:
             err(path, "unknown model config field")
             continue
-        v, problem = _normalise(_FIELD_TYPES[key], value)
+        v, problem = normalise(_FIELD_TYPES[key], value)
         if problem:
             err(path, problem)
             count_ok = count_ok and key not in COUNT_FIELDS
@@ -500,25 +321,9 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
             fixed[key] = (v, path)
 
     train: dict[str, Any] = {}
-
-    def set_train(key: str, value: Any, path: str) -> None:
-        if key in TRAIN_KINDS:
-            v, problem = _normalise(TRAIN_KINDS[key], value)
-            if problem is None and key == "weight_decay" and v < 0:
-                problem = f"{value!r} must be >= 0"
-            elif problem is None and key not in ("weight_decay", "seed") and v <= 0:
-                problem = f"{value!r} must be > 0"
-            if problem:
-                err(path, problem)
-                return
-            train[key] = v
-        elif isinstance(value, (str, int, float, bool)) or value is None:
-            train[key] = value
-        else:
-            err(path, f"{value!r} must be a plain value (number, string, true/false)")
-
+    train_paths: dict[str, str] = {}
     for key, value in train_raw.items():
-        set_train(str(key), value, f"train.{key}")
+        train[str(key)], train_paths[str(key)] = value, f"train.{key}"
 
     dims: list[Dimension] = []
     for key, spec in search_raw.items():
@@ -538,9 +343,9 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
             continue
         if not isinstance(spec, Mapping):  # a plain value fixes it
             if target == "train":
-                set_train(key, spec, path)
+                train[key], train_paths[key] = spec, path
                 continue
-            v, problem = _normalise(kind, spec)
+            v, problem = normalise(kind, spec)
             if problem:
                 err(path, problem)
                 count_ok = count_ok and key not in COUNT_FIELDS
@@ -550,7 +355,7 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
         if key == "input_shape":
             err(path, "input_shape is fixed by the dataset")
             continue
-        dim = _parse_dimension(key, kind, target, spec, path, err)
+        dim = parse_dimension(key, kind, target, spec, path, err)
         if dim is None:
             count_ok = count_ok and key not in COUNT_FIELDS
         elif dim.counts and dim.kind not in ("categorical", "int"):
@@ -561,16 +366,20 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
         else:
             dims.append(dim)
 
+    train = _checked_train(train, train_paths, dataset if info else "moons", err)
+    schedule = _schedule(data.get("schedule"), err)
+
     # ---- pass 2: each fixed value and each searched value against the config rules
+    defaults = {s: base[s] for s in solved}
     for s in solved:  # a placeholder valid for every activation until the width is solved
-        base[s] = 2
+        base[s] = width_value(s, 2, len(base["toy_hidden"]))
     model_dims = [d for d in dims if d.target == "model"]
     reference = {**base, **{k: v for k, (v, _) in fixed.items()}, **{d.name: d.representatives()[0] for d in model_dims}}
     for key, (value, path) in fixed.items():
-        if key == "input_shape" and dataset in DATASETS and value != DATASETS[dataset][0]:
-            err(path, f"{list(value)} does not match dataset {dataset} {list(DATASETS[dataset][0])}")
-        elif key == "n_levels" and not toy and dataset in DATASETS and value != DATASETS[dataset][1]:
-            err(path, f"{value} does not match dataset {dataset} ({DATASETS[dataset][1]} levels)")
+        if key == "input_shape" and info is not None and value != info.shape:
+            err(path, f"{list(value)} does not match dataset {dataset} {list(info.shape)}")
+        elif key == "n_levels" and not toy and info is not None and value != info.n_levels:
+            err(path, f"{value} does not match dataset {dataset} ({info.n_levels} levels)")
         else:
             found = _messages_about(_config_problems(reference), key)
             for text in found:
@@ -599,19 +408,60 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
         else:
             count_ok = False
 
-    # ---- pass 3: every combination of count-changing choices, solved against the budget
+    # ---- pass 3: every combination of count-changing choices, and every fixed trial
     solutions: dict[tuple[Any, ...], Solution] = {}
     if count_ok and budget is not None:
         _check_combinations(base, good_dims, budget, err, solutions)
+    space = None
+    base.update(defaults)  # a proposal's own width is solved; the other family's keeps its default
+    if not err.problems:
+        assert budget is not None
+        space = Space(
+            name=name, dataset=dataset, budget=budget, base=dict(base),
+            fixed={k: v for k, (v, _) in fixed.items()}, train=train, dimensions=tuple(dims),
+            solutions=solutions, description=description, source=source, schedule=schedule,
+        )
+        baselines = tuple(_fixed_entries(space, data.get("baselines"), "baselines", err))
+        enqueued = tuple(_fixed_entries(space, data.get("enqueue"), "enqueue", err))
+        space = dataclasses.replace(space, baselines=baselines, enqueued=enqueued)
+    if err.problems:
+        raise SpaceError(err.problems)
+    return space
 
-    if err.lines:
-        raise SpaceError(err.lines)
-    assert budget is not None
-    return Space(
-        name=name, dataset=dataset, budget=budget, base=dict(base),
-        fixed={k: v for k, (v, _) in fixed.items()}, train=train, dimensions=tuple(dims),
-        solutions=solutions, description=description, source=source,
-    )
+
+def _checked_train(train: dict[str, Any], paths: Mapping[str, str], dataset: str, err: Any) -> dict[str, Any]:
+    """The train values as :class:`TrainConfig` reads them (numbers written as text converted);
+    every problem under its key path."""
+    if "data" in train:
+        err(paths["data"], "the data set is the space's 'dataset'")
+        train = {k: v for k, v in train.items() if k != "data"}
+    try:
+        checked = TrainConfig.from_dict({**train, "data": dataset}).to_dict()
+    except ConfigError as e:
+        for w, m in e.problems:
+            err(paths.get(w, f"train.{w}"), m)
+        return {}
+    return {k: tuple(checked[k]) if isinstance(checked[k], list) else checked[k] for k in train}
+
+
+def _schedule(raw: Any, err: Any) -> dict[str, Any]:
+    """``schedule: {grace_period: g >= 1, reduction_factor: η > 1}`` (ASHA's defaults for this space)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        err("schedule", "must be a mapping of grace_period, reduction_factor")
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "grace_period" and is_int(value) and value >= 1:
+            out[key] = value
+        elif key == "reduction_factor" and as_float(value) is not None and as_float(value) > 1:
+            out[key] = as_float(value)
+        elif key in ("grace_period", "reduction_factor"):
+            err(f"schedule.{key}", f"{value!r} must be {'a whole number >= 1' if key == 'grace_period' else '> 1'}")
+        else:
+            err(f"schedule.{key}", "unknown key; valid keys: grace_period, reduction_factor")
+    return out
 
 
 def _check_combinations(
@@ -635,29 +485,140 @@ def _check_combinations(
 
     for combo in itertools.product(*(d.values() for d in count_dims)):
         assignment = dict(zip((d.name for d in count_dims), combo))
-        context = _combo_text(assignment)
+        family = assignment.get("family", base["family"])
+        shown = {k: v for k, v in assignment.items() if next(d for d in count_dims if d.name == k).applies_to(family)}
+        context = _combo_text(shown)
         where = "search" if assignment else "model"
         values = {**base, **rep, **assignment}
         found = _config_problems(values)
         if found:  # a combination the config rules reject (e.g. odd fc_growth with CLipSwish)
-            for msg in found:
-                key = msg.partition(":")[0].strip()
-                path = f"search.{key}" if key in dim_names else (f"model.{key}" if key in _FIELD_TYPES else "model")
-                err(path, f"{msg} (with {context})" if context else msg)
+            for key, msg in found:
+                path = f"search.{key}" if key in dim_names else f"model.{key}"
+                err(path, f"{key}: {msg} (with {context})" if context else f"{key}: {msg}")
             continue
-        try:
-            sol = _solve(values, budget)
-        except ValueError as e:
-            err(where, f"{context + ': ' if context else ''}{e}")
-            continue
+        sol = _solve(values, budget)
         solutions[combo] = sol
+        prefix = f"{context}: " if context else ""
         if not sol.feasible:
-            err(where, f"{context + ': ' if context else ''}no {sol.field} within "
-                       f"±{100 * budget.tolerance:g}% of {budget.params:,}; nearest {sol.nearest_text()}")
+            err(where, f"{prefix}no {sol.field} within ±{100 * budget.tolerance:g}% of {budget.params:,}; "
+                       f"nearest {sol.nearest_text()}")
             continue
-        for msg in _config_problems({**values, sol.field: sol.width}):
-            err(where, f"{context + ': ' if context else ''}{msg}")
+        for key, msg in _config_problems({**values, sol.field: width_value(sol.field, sol.width, len(values["toy_hidden"]))}):
+            err(where, f"{prefix}{key}: {msg}")
 
+
+# ------------------------------------------------------------------------------- fixed trials
+def fixed_trial(space: Space, role: str, label: str, model: Mapping[str, Any], train: Mapping[str, Any],
+                where: str = "") -> FixedTrial:
+    """A :class:`FixedTrial` of ``space``: ``model`` over the space's fixed values (width solved when
+    not given), within the budget's tolerance; ``params`` for an enqueued trial's searched values."""
+    where = where or label
+    unknown = sorted(set(model) - set(_FIELD_TYPES))
+    if unknown:
+        raise SpaceError([(where, f"unknown model config field(s) {', '.join(unknown)}")])
+    bad_train = sorted(set(train) - set(TRAIN_SEARCHABLE))
+    if bad_train:
+        raise SpaceError([(where, f"train values other than {', '.join(TRAIN_SEARCHABLE)} cannot differ "
+                                  f"between trials ({', '.join(bad_train)})")])
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in model.items()}
+    values = {**space.base, **given}
+    fld = width_field(values["family"], len(values["input_shape"]) == 1)
+    if fld not in given:
+        sol = _solve(values, space.budget)
+        values[fld] = width_value(fld, sol.width, len(values["toy_hidden"]))
+    try:
+        cfg = ModelConfig(**values)
+    except ConfigError as e:
+        raise SpaceError([(where, line) for line in e.lines()]) from None
+    count = count_parameters(cfg)
+    if not space.budget.fits(count):
+        raise SpaceError([(where, f"{count:,} parameters are {100 * space.budget.deviation(count):+.2f}% off the "
+                                  f"budget {space.budget.describe()}")])
+    if role != "enqueued":  # nothing of a baseline is drawn: keep its width as solved here
+        given[fld] = values[fld]
+    params: dict[str, Any] = {}
+    if role == "enqueued":  # its family, and whatever else it sets, is fixed for the sampler too
+        for d in space.dimensions:
+            source = given if d.target == "model" else train
+            if d.name == "family":
+                params.update(d.params_for(cfg.family))
+            elif d.name in source and d.applies_to(cfg.family):
+                params.update(d.params_for(source[d.name]))
+    return FixedTrial(role, label, {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()},
+                      dict(train), params, count)
+
+
+def control_trial(space: Space) -> FixedTrial:
+    """The budget's own Residual Flow with the space's recipe: the reference config's count-changing
+    fields over the space's other values (exactly the budget's count), or, for a bare number, a
+    LipSwish Residual Flow of the space's shape with its width solved."""
+    ref = space.budget.reference
+    if ref is not None:
+        model = {f: getattr(ref, f) for f in COUNT_FIELDS}
+    else:
+        model = {"family": "resflow", "activation": "lipswish"}
+    return fixed_trial(space, "control", CONTROL, model, {}, "baselines: resflow")
+
+
+def _fixed_entries(space: Space, raw: Any, key: str, err: Any) -> list[FixedTrial]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        err(key, "must be a list")
+        return []
+    out = []
+    for i, entry in enumerate(raw):
+        path = f"{key}[{i}]"
+        try:
+            if key == "baselines" and entry == CONTROL:
+                out.append(control_trial(space))
+                continue
+            if not isinstance(entry, Mapping) or set(entry) - {"label", "model", "train"} or not isinstance(
+                    entry.get("model", {}), Mapping) or not isinstance(entry.get("train", {}), Mapping):
+                err(path, f"must be {CONTROL!r} or a mapping of label, model, train" if key == "baselines"
+                          else "must be a mapping of label, model, train")
+                continue
+            role = "baseline" if key == "baselines" else "enqueued"
+            out.append(fixed_trial(space, role, str(entry.get("label", f"{key}-{i + 1}")),
+                                   entry.get("model") or {}, entry.get("train") or {}, ""))
+        except SpaceError as e:
+            for _, m in e.problems:
+                err(path, m)
+    labels = [f.label for f in out]
+    for dup in sorted({x for x in labels if labels.count(x) > 1}):
+        err(key, f"label {dup!r} is used twice")
+    return out
+
+
+def fixed_trials_from_file(space: Space, path: str) -> list[FixedTrial]:
+    """Enqueued trials from a ``best.yaml`` (each entry's run config), or from a YAML list of
+    ``{label, model, train}`` (a ``--enqueue FILE``); every one within the space's budget."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError([("--enqueue", f"no such file {path}")])
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError([("--enqueue", f"{path} is not valid YAML ({getattr(e, 'problem', e)})")]) from None
+    if isinstance(doc, Mapping) and "configs" in doc:  # a best.yaml
+        entries = [{"label": f"{doc.get('space', 'best')}#{e.get('rank')}", "model": (e.get("run") or {}).get("model", {}),
+                    "train": {k: v for k, v in ((e.get("run") or {}).get("train") or {}).items() if k in TRAIN_SEARCHABLE}}
+                   for e in doc["configs"] or []]
+    elif isinstance(doc, list):
+        entries = doc
+    else:
+        raise UserError([("--enqueue", f"{path}: expected a best.yaml or a list of {{label, model, train}}")])
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("model", {}), Mapping):
+            raise UserError([("--enqueue", f"{path}: entry {i + 1} is not a mapping with 'model'")])
+        model = {k: v for k, v in (entry.get("model") or {}).items() if k != "input_shape" and k != "n_levels"}
+        try:
+            out.append(fixed_trial(space, "enqueued", str(entry.get("label", f"enqueued-{i + 1}")), model,
+                                   entry.get("train") or {}, f"--enqueue {path}: entry {i + 1}"))
+        except SpaceError as e:
+            raise UserError(e.problems) from None
+    return out
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -669,7 +630,7 @@ def shipped_spaces() -> list[str]:
 def load_space(path_or_name: str | Path) -> Space:
     """Load and validate a space from a YAML file, or a shipped space by name (``cifar10-small``).
 
-    Raises :class:`SpaceError` whose message has one line per problem, each with its key path.
+    Raises :class:`SpaceError`, one line per problem, each with its key path.
     """
     text = str(path_or_name)
     p = Path(text)
@@ -680,7 +641,7 @@ def load_space(path_or_name: str | Path) -> Space:
         name = text[:-5] if text.endswith(".yaml") else text
         res = resources.files(__package__) / f"{name}.yaml"
         if "/" in name or not res.is_file():
-            raise SpaceError([f"{text}: no such file, nor a shipped space ({', '.join(shipped_spaces())})"])
+            raise SpaceError([(text, f"no such file, nor a shipped space ({', '.join(shipped_spaces())})")])
         source, default_name = f"{name}.yaml", name
         raw = res.read_text(encoding="utf-8")
     try:
@@ -688,5 +649,5 @@ def load_space(path_or_name: str | Path) -> Space:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(file)"
-        raise SpaceError([f"{source}: {where}: YAML syntax error: {getattr(e, 'problem', None) or e}"]) from None
+        raise SpaceError([(f"{source}: {where}", f"YAML syntax error: {getattr(e, 'problem', None) or e}")]) from None
     return space_from_dict(data, source=source, default_name=default_name)
