@@ -1,6 +1,7 @@
 """The models and batches the benchmark times, by name.
 
-Training cases (one :class:`bench.step.TrainStep` per call):
+Training cases (one call of the production :class:`model.train_step.TrainStep` each, with the
+recipe of the case's data kind: :func:`train_step`):
 
 * ``toy``: the authors' toy i-DenseNet (``toy_config()``: 10 blocks, depth 3, growth 16, LipSwish,
   LC, geometric roulette, plain backprop through the series, 5 power iterations), batch 500 of moons;
@@ -28,6 +29,8 @@ import torch
 from model.config import ModelConfig, toy_config
 from model.data import toy_sample
 from model.flow import Flow, build_model
+from model.train_config import TrainConfig
+from model.train_step import TrainStep
 
 IMAGE111 = ModelConfig(blocks_per_scale=(1, 1, 1), depth=3, growth=32, activation="clipswish")
 CONFIGS: dict[str, ModelConfig] = {
@@ -77,3 +80,10 @@ def make_case(name: str, device: torch.device, batch: int | None = None, seed: i
         data = [torch.randint(0, cfg.n_levels, (bs, *cfg.input_shape), dtype=torch.uint8, generator=gen).to(device)
                 for _ in range(4)]
     return Case(name, cfg, model, bs, lambda i: data[i % len(data)])
+
+
+def train_step(case: Case) -> TrainStep:
+    """The production step for a case: the authors' recipe of its data kind (images: warm-up,
+    clip 1.0, EMA 0.999; toy: none of them), on the case's batch size."""
+    data = "moons" if case.config.is_toy else ("digits" if case.config.input_shape == (1, 8, 8) else "cifar10")
+    return TrainStep(case.model, TrainConfig(data=data, batch_size=case.batch_size))

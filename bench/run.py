@@ -1,14 +1,14 @@
 """The benchmark: step time, spread, throughput and peak memory of every case, printed as JSON.
 
     python -m bench.run [--cases toy,image111,...] [--repeats N] [--warmup N] [--threads 2]
-                        [--device cpu|cuda] [--compile on|off] [--fast-step on|off] [--flops]
+                        [--device cpu|cuda] [--compile on|off] [--flops]
                         [--peak-tflops X] [--ray] [--json-out PATH]
 
 (``idensenet bench ...`` calls :func:`main` with the same arguments.)
 
 Every case runs in a fresh Python process, so peak memory is that case's alone. Training cases time
-the full step of :mod:`bench.step` (warm-up lr, dequantised batch → loss, backward, clip, Adam,
-zero_grad, LC reset, ``update_lipschitz``, EMA) after untimed warm-up steps; the seed is fixed, so the
+the production step, :class:`model.train_step.TrainStep` (warm-up lr, dequantised batch → loss, backward, clip, Adam,
+zero_grad, LC reset, ``update_lipschitz``, EMA, its one host read) after untimed warm-up steps; the seed is fixed, so the
 same Russian-roulette draws (series lengths) come in the same order in every run and runs compare.
 
 Cases (models in :mod:`bench.cases`): ``toy``, ``image111``, ``image111_plain`` and
@@ -88,22 +88,22 @@ def _worker_train(name: str, opts: dict[str, Any]) -> dict[str, Any]:
     torch, device = _setup(opts)
     from bench.cases import make_case
     from bench.measure import PeakMemory, summarize, time_calls
-    from bench.step import TrainStep
+    from bench.cases import train_step
 
     case = make_case(name, device, batch=opts.get("batch"))
     _set_memory_format(case.model, opts)
     case.model.initialize(case.batch(0) if case.config.is_toy else _dequantized(case))
     mem = PeakMemory(device)
     mem.start()
-    step = TrainStep(case.model, fast=opts["fast_step"], adam=opts.get("adam", "foreach"))
-    times = time_calls(lambda i: step(case.batch(i)), opts["repeats"], opts["warmup"], device)
+    step = train_step(case)
+    times = time_calls(lambda i: step(case.batch(i), hold_concat=True), opts["repeats"], opts["warmup"], device)
     out: dict[str, Any] = {"batch": case.batch_size, "parameters": case.model.num_parameters()}
     out.update(summarize(times, case.batch_size))
     out["steps_per_s"] = out.pop("per_s")
     out["images_per_s"] = out.pop("items_per_s")
     out["peak_mb"] = round(mem.peak_mb(), 1)
     if opts.get("flops"):
-        flops = _count_flops(lambda i: step(case.batch(i)), 3)
+        flops = _count_flops(lambda i: step(case.batch(i), hold_concat=True), 3)
         out["gflop_per_step"] = flops / 1e9
         out["tflops_achieved"] = flops / out["median_s"] / 1e12
         if opts.get("peak_tflops"):
@@ -240,17 +240,15 @@ def _worker_count(opts: dict[str, Any]) -> dict[str, Any]:
 def _worker_ray(opts: dict[str, Any]) -> dict[str, Any]:
     """Per-trial overhead of a one-trial toy sweep through the sweeper (start to first report)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    try:
-        from sweeper.tuner import SweepOptions, run_sweep
-    except ImportError as err:
-        return {"skipped": f"sweeper not importable ({err})"}
+    from sweeper.sweep import SweepOptions, run_sweep
+
     storage = tempfile.mkdtemp(prefix="idn-bench-ray-")
     t0 = time.time()
     outcome = run_sweep(SweepOptions(space="toy-moons", trials=1, smoke_test=True, storage=storage,
                                      name="bench-ray", max_concurrent=1))
     wall = time.time() - t0
     rows = []
-    for path in Path(outcome.experiment_path).rglob("result.json"):
+    for path in Path(outcome.experiment).rglob("result.json"):
         for line in path.read_text().splitlines():
             if line.strip():
                 rows.append(json.loads(line))
@@ -292,10 +290,10 @@ def _case_opts(name: str, args: argparse.Namespace) -> dict[str, Any]:
     gpu = args.device.startswith("cuda")
     rep, warm = (GPU_REPEATS if gpu else CPU_REPEATS).get(name, (1, 0))
     return {
-        "threads": args.threads, "device": args.device, "fast_step": args.fast_step == "on",
+        "threads": args.threads, "device": args.device,
         "compile": args.compile == "on", "repeats": args.repeats or rep,
         "warmup": args.warmup if args.warmup is not None else warm, "flops": args.flops,
-        "peak_tflops": args.peak_tflops, "adam": args.adam, "batch": args.batch,
+        "peak_tflops": args.peak_tflops, "batch": args.batch,
         "model_case": args.eval_model, "memory_format": args.memory_format,
     }
 
@@ -326,7 +324,7 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "threads": args.threads, "device": args.device,
-        "fast_step": args.fast_step, "adam": args.adam, "compile": args.compile,
+        "compile": args.compile,
         "memory_format": args.memory_format or "model default",
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -408,9 +406,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--compile", choices=("on", "off"), default="off",
                    help="torch.compile each block's g for the fixed-point inverse (sampling)")
-    p.add_argument("--fast-step", choices=("on", "off"), default="on",
-                   help="multi-tensor clip / Adam / EMA (off: per-tensor loops)")
-    p.add_argument("--adam", choices=("foreach", "fused"), default="foreach")
     p.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default=None,
                    help="image layout inside the flow (default: the model's, auto = channels-last on CPU)")
     p.add_argument("--batch", type=int, default=None, help="override every case's batch size")

@@ -32,6 +32,3 @@ class UserError(ValueError):
         more = f" (+{len(lines) - 1} more problem(s))" if len(lines) > 1 else ""
         return lines[0] + more if lines else type(self).__name__
 
-    def messages_about(self, field: str) -> list[str]:
-        """The messages of the problems located at ``field``."""
-        return [m for w, m in self.problems if w == field]

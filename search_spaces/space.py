@@ -113,10 +113,6 @@ class Space:
     def count_dimensions(self) -> tuple[Dimension, ...]:
         return tuple(d for d in self.dimensions if d.counts)
 
-    @property
-    def family_searched(self) -> bool:
-        return any(d.name == "family" for d in self.dimensions)
-
     def combinations(self) -> list[dict[str, Any]]:
         """Every distinct assignment of the count-changing dimensions (a Residual Flow takes no
         i-DenseNet depth, so those repeat once per family only)."""

@@ -1,7 +1,7 @@
 """``idensenet``: the single command-line entry point (argparse subcommands).
 
-Heavy imports (torch, Ray, pandas) happen inside the command functions, so ``idensenet --help`` and
-the non-Ray subcommands never import Ray. Bad input ends with one line on stderr and exit code 2.
+Heavy imports (torch, Ray, pandas) happen inside the commands, so ``idensenet --help`` stays fast.
+Bad input, argparse's own complaints included, ends with one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -9,19 +9,48 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
-from .errors import UserError, report_user_error
+from model.errors import UserError
 
 PROG = "idensenet"
-# subcommands implemented by a module's main(argv) (written by other packages)
+EXIT_USER_ERROR = 2
+# subcommands implemented by a module's main(argv)
 PASSTHROUGH = {
     "toy": ("model.toy_train", "train a toy 2-D flow without Ray and print its test NLL in nats"),
     "signal": ("model.signal", "signal preservation of the activations (paper Table 5 / 8)"),
     "bench": ("bench.run", "step time, memory and counter speed (JSON)"),
+    "reproduce": ("sweeper.reproduce", "the paper's toy results (Table 1, Figure 3), one Ray task per run"),
+    "eta": ("sweeper.eta", "heatmaps of the learned concatenation weights of a checkpoint (paper Fig. 10)"),
 }
-DEMO = dict(space="toy-moons", trials=4, epochs=3, batch_size=256,
-            train_overrides={"steps_per_epoch": 20, "test_size": 2000})
+DEMO = dict(space="demo-moons", trials=6)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{PROG}: error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def _number(kind: type, low: float, strict: bool, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {low:g} ({what})")
+        return value
+
+    return parse
+
+
+POSITIVE = _number(int, 1, False, "at least one")
+NONNEGATIVE = _number(int, 0, False, "zero or more")
+POSITIVE_FLOAT = _number(float, 0, True, "a positive amount")
+REDUCTION = _number(float, 1, True, "ASHA keeps 1/factor of the trials at each rung")
 
 
 def _kv(text: str) -> tuple[str, Any]:
@@ -36,123 +65,138 @@ def _kv(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML") from None
 
 
-def _add_sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--space", default=None, help="a space YAML file or a shipped space name (default toy-moons)")
-    p.add_argument("--trials", type=int, default=None, help="number of trials (default 4)")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (DDP)")
+def _placement_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL); default CPU (gloo)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the space's)")
-    p.add_argument("--storage", default="ray_results", help="folder for experiments (default ./ray_results)")
-    p.add_argument("--name", default=None, help="experiment name (default <space>-<timestamp>)")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
-    p.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA reduction factor")
-    p.add_argument("--max-concurrent", type=int, default=None, help="cap on trials at once (default: what fits)")
-    p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs per worker (default 1; 0.99 on CPU)")
-    p.add_argument("--seed", type=int, default=0, help="TPE and training seed")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
-    p.add_argument("--smoke-test", action="store_true", help="2 epochs of 5 steps, small test set")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (split over workers)")
+    p.add_argument("--cpus-per-worker", type=POSITIVE_FLOAT, default=None,
+                   help="CPUs per worker (default: on GPUs the GPU node's CPUs per GPU; on CPUs 0.99)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default RAY_ADDRESS, else a local instance)")
+    p.add_argument("--cluster-config", default=None,
+                   help="the cluster launcher's config, to size the sweep by what the autoscaler can add "
+                        "(default ~/ray_bootstrap_config.yaml where `ray up` puts it on the head)")
+    p.add_argument("--shared-storage", action="store_true",
+                   help="the local --storage folder is mounted at the same path on every node (NFS)")
+    p.add_argument("--batch-size", type=POSITIVE, default=None, help="global batch size (split over workers)")
     p.add_argument("--data-root", default=None, help="folder holding the image data sets")
-    p.add_argument("--address", default=None, help="Ray cluster address (default RAY_ADDRESS or a local instance)")
-    p.add_argument("--time-budget", type=float, default=None, help="stop the sweep after this many seconds")
     p.add_argument("--train", action="append", type=_kv, default=[], metavar="KEY=VALUE",
                    help="override a train config value (e.g. steps_per_epoch=20); repeatable")
-    p.add_argument("--max-failures", type=int, default=1,
-                   help="Train: worker-group restarts per trial, from the latest checkpoint (default 1)")
-    p.add_argument("--trial-retries", type=int, default=1, help="Tune: reruns of a failed trial driver (default 1)")
     p.add_argument("--verbose", action="store_true", help="show Ray's worker logs")
-    p.add_argument("--inject-nan-trials", type=int, nargs="*", default=[], help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Budget-matched i-DenseNet sweeps on Ray Tune + Optuna.")
+    parser = Parser(prog=PROG, description="Budget-matched i-DenseNet sweeps on Ray Tune + Optuna.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("sweep", help="run (or --resume) a sweep; without options: the embedded demo")
-    _add_sweep_args(p)
-    sub.add_parser("demo", help="the embedded default: 4 trials on two moons, local Ray, CPU")
+    p.add_argument("--space", default=None, help="a space YAML file or a shipped space name (default demo-moons)")
+    p.add_argument("--trials", type=POSITIVE, default=None,
+                   help="number of trials, baselines and enqueued ones included (default 6)")
+    p.add_argument("--workers-per-trial", type=POSITIVE, default=1, help="Ray Train workers per trial (DDP)")
+    p.add_argument("--epochs", type=POSITIVE, default=None, help="epochs per trial (default: the space's)")
+    p.add_argument("--storage", default="ray_results", help="folder or URI for experiments (default ./ray_results)")
+    p.add_argument("--name", default=None, help="experiment name (default <space>-<timestamp>)")
+    p.add_argument("--grace-period", type=POSITIVE, default=None,
+                   help="ASHA: epochs before a trial can be stopped (default: the space's, else ceil(epochs/η²))")
+    p.add_argument("--reduction-factor", type=REDUCTION, default=None, help="ASHA reduction factor η (default 3)")
+    p.add_argument("--max-concurrent", type=POSITIVE, default=None, help="cap on trials at once (default: what fits)")
+    p.add_argument("--seed", type=NONNEGATIVE, default=0, help="TPE and training seed")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    p.add_argument("--smoke-test", action="store_true", help="2 epochs of 5 steps, small test set")
+    p.add_argument("--enqueue", default=None, metavar="FILE",
+                   help="run these configurations first: a best.yaml, or a YAML list of {label, model, train}")
+    p.add_argument("--time-budget", type=POSITIVE_FLOAT, default=None, help="stop the sweep after this many seconds")
+    p.add_argument("--max-failures", type=NONNEGATIVE, default=1,
+                   help="Train: worker-group restarts per trial, from the latest checkpoint (default 1)")
+    p.add_argument("--trial-retries", type=NONNEGATIVE, default=1, help="Tune: reruns of a failed trial driver (default 1)")
+    _placement_args(p)
+    p.add_argument("--inject-nan-trials", type=NONNEGATIVE, nargs="*", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--cpu-if-no-cuda", action="store_true", help=argparse.SUPPRESS)  # tests on fake GPUs
+    sub.add_parser("demo", help="the embedded default: a budget-matched search on two moons, local Ray, CPU")
     r = sub.add_parser("results", help="table (CSV + Parquet beside the experiment) and score plot")
     r.add_argument("experiment", metavar="NAME_OR_PATH")
     r.add_argument("--storage", default="ray_results")
-    b = sub.add_parser("best", help="write the K best complete configs as YAML")
+    b = sub.add_parser("best", help="write the K best complete run configs as YAML")
     b.add_argument("experiment", metavar="NAME_OR_PATH")
-    b.add_argument("--top", type=int, default=1)
+    b.add_argument("--top", type=POSITIVE, default=1)
     b.add_argument("--out", default="best.yaml")
     b.add_argument("--storage", default="ray_results")
     t = sub.add_parser("train", help="train one config (from best.yaml) as a resumable full run")
     t.add_argument("--config", required=True, help="a best.yaml (or a {model:, train:} YAML)")
-    t.add_argument("--rank", type=int, default=1, help="which entry of best.yaml (1 = best)")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--workers", type=int, default=1)
-    t.add_argument("--gpu", action="store_true")
+    t.add_argument("--rank", type=POSITIVE, default=1, help="which entry of best.yaml (1 = best)")
+    t.add_argument("--epochs", type=POSITIVE, default=None)
+    t.add_argument("--workers", type=POSITIVE, default=1)
     t.add_argument("--storage", default="ray_results")
     t.add_argument("--name", default=None, help="run name (default: derived from the config; rerun = resume)")
-    t.add_argument("--cpus-per-worker", type=float, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--data-root", default=None)
-    t.add_argument("--address", default=None)
-    t.add_argument("--max-failures", type=int, default=3, help="worker-group restarts from the latest checkpoint")
-    t.add_argument("--train", action="append", type=_kv, default=[], metavar="KEY=VALUE")
-    t.add_argument("--verbose", action="store_true")
+    t.add_argument("--max-failures", type=NONNEGATIVE, default=3, help="worker-group restarts from the latest checkpoint")
+    _placement_args(t)
     for name, (_, text) in PASSTHROUGH.items():
         sub.add_parser(name, help=text, add_help=False)
-    try:
-        from search_spaces.cli import register
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        register(sub)
+    from search_spaces.cli import register
+
+    register(sub)
     return parser
 
 
-def _sweep_options(args: argparse.Namespace | None, demo: bool = False):
-    from .tuner import SweepOptions
+def cmd_sweep(args: argparse.Namespace | None) -> int:
+    from .results import summarise_sweep
+    from .sweep import SweepOptions, run_sweep
 
-    if args is None or demo:  # the embedded demo
-        return SweepOptions(**DEMO, verbose=bool(getattr(args, "verbose", False))), True
-    opts = SweepOptions(
-        space=args.space or "toy-moons", trials=args.trials or 4, workers_per_trial=args.workers_per_trial,
-        gpu=args.gpu, epochs=args.epochs, storage=args.storage, name=args.name, grace_period=args.grace_period,
-        reduction_factor=args.reduction_factor, max_concurrent=args.max_concurrent,
-        cpus_per_worker=args.cpus_per_worker, seed=args.seed, resume=args.resume, smoke_test=args.smoke_test,
-        batch_size=args.batch_size, data_root=args.data_root, address=args.address,
-        time_budget_s=args.time_budget, train_overrides=dict(args.train), verbose=args.verbose,
-        worker_max_failures=args.max_failures, trial_max_failures=args.trial_retries,
-        inject_nan_trials=list(args.inject_nan_trials),
-    )
-    return opts, False
+    if args is None:
+        print(f"idensenet demo: space {DEMO['space']}, {DEMO['trials']} trials, local Ray, CPU", flush=True)
+        opts = SweepOptions(**DEMO)
+    else:
+        opts = SweepOptions(
+            space=args.space or DEMO["space"], trials=DEMO["trials"] if args.trials is None else args.trials,
+            workers_per_trial=args.workers_per_trial, gpu=args.gpu, epochs=args.epochs, storage=args.storage,
+            name=args.name, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+            max_concurrent=args.max_concurrent, cpus_per_worker=args.cpus_per_worker, seed=args.seed,
+            resume=args.resume, smoke_test=args.smoke_test, batch_size=args.batch_size, data_root=args.data_root,
+            address=args.address, time_budget_s=args.time_budget, train_overrides=dict(args.train),
+            enqueue=args.enqueue, worker_max_failures=args.max_failures, trial_max_failures=args.trial_retries,
+            cluster_config=args.cluster_config, shared_storage=args.shared_storage,
+            cpu_if_no_cuda=args.cpu_if_no_cuda, inject_nan_trials=list(args.inject_nan_trials), verbose=args.verbose,
+        )
+    return summarise_sweep(run_sweep(opts))
 
 
-def cmd_sweep(args: argparse.Namespace | None, demo: bool = False) -> int:
-    from .summary import summarise_sweep
-    from .tuner import run_sweep
+def cmd_best(args: argparse.Namespace) -> int:
+    from .results import resolve_experiment, write_best
 
-    opts, demo = _sweep_options(args, demo)
-    if demo:
-        print("idensenet demo: 4 trials on two moons (space toy-moons), local Ray, CPU", flush=True)
-    outcome = run_sweep(opts)
-    return summarise_sweep(outcome, opts)
+    doc = write_best(resolve_experiment(args.experiment, args.storage), args.top, args.out)
+    for e in doc["configs"]:
+        m = e["run"]["model"]
+        arch = f"depth {m['depth']} growth {m['growth']}" if m["family"] == "idensenet" else "Residual Flow"
+        print(f"#{e['rank']} trial {e['trial_id']} ({e['role']}): {e['metric']} {e['score']:.4f} "
+              f"(epoch {e['best_epoch']}), {arch} {m['activation']}, {e['param_count']:,} parameters")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .full_run import TrainOptions, run_full
+
+    return run_full(TrainOptions(
+        config=args.config, rank=args.rank, epochs=args.epochs, workers=args.workers, gpu=args.gpu,
+        storage=args.storage, name=args.name, cpus_per_worker=args.cpus_per_worker, data_root=args.data_root,
+        batch_size=args.batch_size, address=args.address, max_failures=args.max_failures,
+        train_overrides=dict(args.train), cluster_config=args.cluster_config, shared_storage=args.shared_storage,
+        verbose=args.verbose))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in PASSTHROUGH:
-        name = PASSTHROUGH[argv[0]][0]
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name and name.startswith(err.name):
-                return report_user_error(PROG, UserError(f"'{argv[0]}' is not available ({name} is not installed)"))
-            raise
-        return int(module.main(argv[1:]) or 0)
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        if argv and argv[0] in PASSTHROUGH:
+            return int(importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:]) or 0)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # --help, or a one-line usage error already printed
+            return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USER_ERROR
         if args.command is None:
             parser.print_help()
             return 0
         if args.command == "sweep":
             demo = all(a in ("--verbose",) for a in argv[1:])  # no options: the embedded default
-            return cmd_sweep(args, demo)
+            return cmd_sweep(None if demo else args)
         if args.command == "demo":
             return cmd_sweep(None)
         if args.command == "results":
@@ -160,34 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return cmd_results(args.experiment, args.storage)
         if args.command == "best":
-            return _cmd_best(args)
+            return cmd_best(args)
         if args.command == "train":
-            from .full_run import TrainOptions, run_full
-
-            return run_full(TrainOptions(
-                config=args.config, rank=args.rank, epochs=args.epochs, workers=args.workers, gpu=args.gpu,
-                storage=args.storage, name=args.name, cpus_per_worker=args.cpus_per_worker,
-                data_root=args.data_root, batch_size=args.batch_size, address=args.address,
-                max_failures=args.max_failures, train_overrides=dict(args.train), verbose=args.verbose))
+            return cmd_train(args)
         return int(args.func(args) or 0)
     except UserError as err:
-        return report_user_error(PROG, err)
+        print(f"{PROG}: error: {err.summary()}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-
-
-def _cmd_best(args: argparse.Namespace) -> int:
-    from .best import write_best
-    from .results import resolve_experiment
-
-    doc = write_best(resolve_experiment(args.experiment, args.storage), args.top, args.out)
-    for e in doc["configs"]:
-        m = e["model"]
-        print(f"#{e['rank']} trial {e['trial_id']}: {e['metric']} {e['score']:.4f} (epoch {e['best_epoch']}), "
-              f"depth {m['depth']} growth {m['growth']} {m['activation']}, {e['param_count']:,} parameters")
-    print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

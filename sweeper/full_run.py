@@ -1,10 +1,10 @@
-"""``idensenet train``: one config from ``best.yaml`` as a standalone, resumable TorchTrainer run.
+"""``idensenet train``: one run config (an entry of ``best.yaml``) as a standalone, resumable run.
 
-The run folder is ``<storage>/<name>``; the default name is derived from the config (trial id and
-rank, or a hash of the model and train configs without the epoch count), so rerunning the same
-command finds the Train run snapshot and resumes from the latest checkpoint, and asking for more
-epochs extends the same run. At the end it writes a figure from the EMA weights (a density plot for
-toy data, a sample grid for images) and prints the final test score.
+The run folder is ``<storage>/<name>``; the default name comes from the entry (trial id and rank)
+or from a hash of the run config without its epoch count, so the same command again finds the Train
+run and resumes from its latest checkpoint, and more ``--epochs`` extend it. The outcome is Train's
+own (``Result.return_value``: status, epochs and every epoch's report); at the end a figure from
+the EMA weights (a density plot for toy data, a sample grid for images).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UserError
-from .resources import TrialShape, check_worker_fits_a_node, fitting_trials
-from .runtime import (check_dataset, check_storage, cluster_plan, connect_ray, experiment_location,
-                      planned_local_resources)
-from .storage import Location
+from model.data import require_dataset
+from model.errors import UserError
+from model.run_config import RunConfig
 
-STATUS_FILE = "last_report.json"
+from .placement import plan
+from .results import load_best_entry
+from .storage import Location, check_writable, experiment_location, storage_errors
 
 
 @dataclass
@@ -40,130 +40,95 @@ class TrainOptions:
     address: str | None = None
     max_failures: int = 3
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    cluster_config: str | None = None
+    shared_storage: bool = False
     verbose: bool = False
 
 
-def _default_name(entry: dict[str, Any], train: dict[str, Any]) -> str:
+def _default_name(entry: dict[str, Any], run: RunConfig) -> str:
     if entry.get("trial_id"):
         return f"full-{entry['trial_id']}-rank{entry.get('rank', 1)}"
-    key = json.dumps({"model": entry["model"], "train": {k: v for k, v in train.items() if k != "epochs"}},
-                     sort_keys=True, default=str)
-    return "full-" + hashlib.sha1(key.encode()).hexdigest()[:10]
+    d = run.to_dict()
+    d["train"].pop("epochs")
+    return "full-" + hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def prepare(opts: TrainOptions) -> tuple[dict[str, Any], TrialShape, str, Location]:
-    """Validated loop config, trial shape, run name and run location (nothing created)."""
-    from model.config import ConfigError, ModelConfig
-
-    from .best import load_best_entry
-    from .train_config import TrainConfig, option_overrides
-
+def prepare(opts: TrainOptions) -> tuple[RunConfig, str, Location]:
+    """Validated run config, run name and run folder (nothing created)."""
     entry = load_best_entry(opts.config, opts.rank)
     try:
-        mcfg = ModelConfig.from_dict(entry["model"])
-    except (ConfigError, TypeError) as err:
-        raise UserError(f"--config {opts.config}: bad model config ({err})") from None
-    train = {k: v for k, v in dict(entry.get("train") or {}).items()
-             if k not in ("resolved_defaults", "tensorboard_dir", "status_path", "inject_nan_at_epoch", "n_workers")}
-    train.update({k: v for k, v in opts.train_overrides.items()})
-    train.update(option_overrides(opts.epochs, opts.batch_size, opts.data_root))
-    train["use_gpu"] = opts.gpu
-    tc = TrainConfig.from_dict(train).resolved()
-    if tuple(mcfg.input_shape) != _shape_of(tc.data):
-        raise UserError(f"model input shape {mcfg.input_shape} does not match data set {tc.data!r}")
-    if tc.batch_size % opts.workers:
-        raise UserError(f"batch size {tc.batch_size} is not a multiple of --workers {opts.workers}")
-    check_dataset(tc.data, tc.data_root)
-    check_storage(opts.storage)
-    name = opts.name or _default_name(entry, {k: v for k, v in train.items() if k != "use_gpu"})
-    run = experiment_location(opts.storage, name)
-    tc = tc.replace(tensorboard_dir=None if run.remote else os.path.join(run.path, "tensorboard"),
-                    status_path=run.join(STATUS_FILE).uri)
-    shape = TrialShape.local(opts.workers, opts.gpu, opts.cpus_per_worker)
-    return {"model": mcfg.to_dict(), "train": tc.to_dict()}, shape, name, run
-
-
-def _shape_of(data: str) -> tuple[int, ...]:
-    from model.data import dataset_info
-
+        run = RunConfig.from_dict(entry["run"])
+    except UserError as err:
+        raise UserError(f"--config {opts.config}: {err.summary()}") from None
+    changes = dict(opts.train_overrides)
+    if opts.epochs is not None:
+        changes["epochs"] = opts.epochs
+    if opts.batch_size is not None:
+        changes["batch_size"] = opts.batch_size
+    if opts.data_root is not None:
+        changes["data_root"] = os.path.abspath(os.path.expanduser(opts.data_root))
     try:
-        return tuple(dataset_info(data)[0])
-    except ValueError as err:
-        raise UserError(str(err)) from None
-
-
-def _check_fits(shape: TrialShape, resources: dict[str, float]) -> None:
-    if fitting_trials(resources, shape) < 1:
-        need = ", ".join(f"{v:g} {k}" for k, v in shape.worker_resources().items())
-        raise UserError(f"{shape.workers} worker(s) of {need} do not fit the cluster "
-                        f"({', '.join(f'{v:g} {k}' for k, v in resources.items() if k in ('CPU', 'GPU'))})")
-
-
-def _no_driver(shape: TrialShape) -> TrialShape:
-    """A standalone run has no Tune driver: only its workers need room."""
-    return TrialShape(shape.workers, shape.worker, {}, shape.use_gpu)
+        run = run.with_train(**changes)
+    except UserError as err:
+        raise UserError(f"train config: {err.summary()}") from None
+    if run.train.batch_size % opts.workers:
+        raise UserError(f"batch size {run.train.batch_size} is not a multiple of --workers {opts.workers}")
+    require_dataset(run.train.data, run.train.data_root)
+    check_writable(opts.storage)
+    name = opts.name or _default_name(entry, run)
+    return run, name, experiment_location(opts.storage, name)
 
 
 def run_full(opts: TrainOptions) -> int:
     t0 = time.time()
-    loop_config, shape, name, run = prepare(opts)
-    import ray as _ray  # noqa: F401  (after validation: Ray import is slow)
+    run, name, folder = prepare(opts)
+    shape, _ = plan(opts.workers, opts.gpu, opts.cpus_per_worker, 1, None, opts.address, opts.storage,
+                    opts.cluster_config, opts.shared_storage, opts.verbose, with_driver=False)
+    from .trial import cause_line, make_torch_trainer
 
-    if opts.address is None and not (_ray.is_initialized() or os.environ.get("RAY_ADDRESS")):
-        _check_fits(_no_driver(shape), planned_local_resources(opts.gpu))
-    connect_ray(opts.address, opts.gpu, verbose=opts.verbose)
-    shape, reachable, nodes = cluster_plan(opts.workers, opts.gpu, opts.cpus_per_worker, opts.storage)
-    _check_fits(_no_driver(shape), reachable)
-    check_worker_fits_a_node(nodes, shape)
-    from .trial import make_torch_trainer
-
-    resumed = run.exists()
-    tc = loop_config["train"]
-    print(f"{'resuming' if resumed else 'starting'} run {run.uri}: {tc['epochs']} epochs on {tc['data']}, "
+    with storage_errors(f"run {folder.uri}"):
+        resumed = folder.exists()
+    print(f"{'resuming' if resumed else 'starting'} run {folder.uri}: {run.train.epochs} epochs on {run.train.data}, "
           f"{shape.workers} worker(s){' with GPUs' if shape.use_gpu else ''}", flush=True)
-    trainer = make_torch_trainer(loop_config, shape, name, run.uri[: -len(name)].rstrip("/"),
-                                 max_failures=opts.max_failures, controller_failure_limit=3)
-    result = trainer.fit()
-    status = _read_status(run.join(STATUS_FILE))
-    if status.get("diverged"):
-        print(f"run diverged at epoch {status.get('epoch')} (non-finite loss); last good checkpoint kept")
+    loop = {"run": run.to_dict(), "device": "cuda" if opts.gpu else "cpu",
+            "tensorboard_dir": None if folder.remote else os.path.join(folder.path, "tensorboard")}
+    trainer = make_torch_trainer(loop, shape, folder, max_failures=opts.max_failures, controller_failure_limit=3)
+    try:
+        result = trainer.fit()
+    except Exception as err:  # Train's TrainingFailedError wraps the workers' errors
+        raise UserError(f"run {folder.uri} failed: {cause_line(str(err))}") from None
+    summary = result.return_value or {}
+    if summary.get("status") == "diverged":
+        print(f"run diverged at epoch {summary.get('epochs')} (non-finite loss); the last good checkpoint is kept")
         return 1
-    ckpt = result.checkpoint
-    if ckpt is None:
-        raise UserError(f"run {run.uri} produced no checkpoint")
-    figure = write_figure(run.sibling_path(ckpt.path), run)
-    metric = "test NLL (nats)" if status.get("test_nll") is not None else "test bits/dim"
-    score = status.get("test_score")
-    print(f"final {metric}: {score:.4f} at epoch {status.get('epoch')} (best {status.get('best_test_score'):.4f})"
-          if score is not None else "no epoch was run")
-    print(f"checkpoint: {ckpt.path}\nfigure: {figure}\nwall time {time.time() - t0:.1f} s", flush=True)
+    if result.checkpoint is None:
+        raise UserError(f"run {folder.uri} produced no checkpoint")
+    figure = write_figure(folder.sibling_path(result.checkpoint.path), folder)
+    last = (summary.get("history") or [{}])[-1]
+    metric = "test NLL (nats)" if run.model.is_toy else "test bits/dim"
+    print(f"final {metric}: {last.get('test_score', float('nan')):.4f} at epoch {last.get('epoch')} "
+          f"(best {summary.get('best_test_score') or float('nan'):.4f})")
+    print(f"checkpoint: {result.checkpoint.path}\nfigure: {figure}\nwall time {time.time() - t0:.1f} s", flush=True)
     return 0
 
 
-def _read_status(loc: Location) -> dict[str, Any]:
-    try:
-        return json.loads(loc.read_text()) if loc.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def write_figure(checkpoint: Location, out: Location, label: str | None = None) -> str:
-    """Density plot (toy) or sample grid (images) from a checkpoint's EMA weights; returns the PNG's
-    path or URI inside ``out``."""
+    """Density plot (toy) or sample grid (images) from a checkpoint's EMA weights; the PNG's path/URI."""
     import io
 
     import torch
 
-    from .checkpointing import load_model
+    from .checkpoint import load_model
     from .plots import plot_sample_grid, plot_toy_densities
 
     with checkpoint.local_copy() as d:
         model, state = load_model(d)
-    data = state["train_config"]["data"]
+    data = state["run"]["train"]["data"]
     buf = io.BytesIO()
     if model.config.is_toy:
         name = "density.png"
-        plot_toy_densities([(label or f"epoch {state['epoch']}, NLL {state['test_score']:.3f}", model)], buf, data, n=100)
+        score = state["history"][-1]["test_score"]
+        plot_toy_densities([(label or f"epoch {state['epoch']}, NLL {score:.3f}", model)], buf, data, n=100)
     else:
         name = "samples.png"
         model.update_lipschitz(None)

@@ -1,34 +1,33 @@
-"""Results of a sweep, read from its experiment folder (works during and after the sweep, without Ray).
+"""Results of a sweep, read through Ray (``tune.ExperimentAnalysis`` for trials, statuses and every
+reported epoch; ``ray.train.Result.from_path`` for each trial's Train run), with the project's own
+columns on top: the role (control, baseline, enqueued, search), the exact parameter count and its
+deviation from the budget, the best and last score, the difference to the control arm at the same
+epoch, and a status: finished, stopped (ASHA), diverged, error, or incomplete.
 
-Every Tune trial folder holds ``params.json`` (the proposed config) and ``result.json`` (one JSON
-line per epoch report). The table has one row per trial: the architecture choices, the exact
-parameter count and its deviation from the budget, the best and last test score, epochs run, the
-checkpoint of the best epoch, and a status: finished, stopped (ASHA), diverged, error, or
-incomplete (still running, or interrupted).
+Epochs a trial's Train run has checkpointed count even when Tune's records of them were lost (a
+trial restarted after an interruption), so every reported epoch is in the table, the plot and
+``best``. Works during and after a sweep, on local or remote storage.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
+import os
 from typing import Any
 
-from .errors import UserError
+from model.errors import UserError
+
+from .settings import SETTINGS_FILE, SweepSettings
 from .storage import Location, is_uri, locate
 
 RESULTS_CSV, RESULTS_PARQUET, SCORES_PNG = "results.csv", "results.parquet", "scores.png"
-SETTINGS_FILE = "idensenet_sweep.json"
-
-
-def _loc(exp: "str | Location") -> Location:
-    return exp if isinstance(exp, Location) else locate(exp)
+EXCLUDED = ("diverged", "error")
 
 
 def resolve_experiment(name_or_path: str, storage: str = "ray_results") -> Location:
-    """An experiment folder from a path or URI, or a name under ``storage``; UserError if there is none."""
-    candidates = [locate(name_or_path)] if is_uri(name_or_path) else []
-    candidates += [locate(name_or_path), locate(storage).join(name_or_path)] if not is_uri(name_or_path) else []
+    """An experiment folder from a path or URI, or a name under ``storage``."""
+    candidates = [locate(name_or_path)] + ([] if is_uri(name_or_path) else [locate(storage).join(name_or_path)])
     for c in candidates:
         if c.join(SETTINGS_FILE).is_file():
             return c
@@ -36,83 +35,106 @@ def resolve_experiment(name_or_path: str, storage: str = "ray_results") -> Locat
                     f"{' and '.join(c.uri for c in candidates)})")
 
 
-def load_settings(exp: "str | Location") -> dict[str, Any]:
-    return json.loads(_loc(exp).join(SETTINGS_FILE).read_text())
+# ------------------------------------------------------------------------------------ reading
+def _analysis(exp: Location):
+    """Tune's ExperimentAnalysis of ``exp``, or None before its first snapshot."""
+    import logging
 
+    from ray.tune import ExperimentAnalysis
 
-def _read_results(loc: Location) -> list[dict[str, Any]]:
-    rows = []
-    if not loc.is_file():
-        return rows
-    for line in loc.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line being written right now
-                pass
-    return rows
-
-
-def _trial_statuses(exp: "str | Location") -> dict[str, str]:
-    """Tune's own trial statuses from the newest experiment state file (TERMINATED, ERROR, ...)."""
-    exp = _loc(exp)
-    # one file per (re)start of the sweep, named by its start time; the newest start holds every trial
-    files = [n for n in exp.children() if n.startswith("experiment_state") and n.endswith(".json")]
-    if not files:
-        return {}
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     try:
-        state = json.loads(exp.join(sorted(files)[-1]).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    out = {}
-    for item in state.get("trial_data", []):
-        try:
-            meta = json.loads(item[0]) if isinstance(item, list) else item
-            out[str(meta["trial_id"])] = str(meta["status"])
-        except (KeyError, TypeError, json.JSONDecodeError, IndexError):
-            continue
+        return ExperimentAnalysis(exp.path, storage_filesystem=exp.fs)
+    except ValueError:  # no experiment snapshot yet
+        return None
+
+
+def _train_result(exp: Location, trial_id: str):
+    """The Train run of a trial as ``ray.train.Result`` (None before its first checkpoint)."""
+    import logging
+
+    import ray.train
+
+    from .settings import TRAIN_RUNS_DIR
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "a run snapshot was found" for every trial
+    run = exp.join(TRAIN_RUNS_DIR, f"train-{trial_id}")
+    if not run.exists():
+        return None
+    try:
+        return ray.train.Result.from_path(run.path, storage_filesystem=run.fs)
+    except RuntimeError:
+        return None
+
+
+def trial_records(exp: Location) -> list[dict[str, Any]]:
+    """Per trial: ``trial_id``, Tune ``status``, ``config``, ``epochs`` (epoch -> its report, from
+    Tune's records and the Train run's checkpointed history), ``train`` (the Train ``Result``)."""
+    import json
+
+    from .checkpoint import META_FILE
+
+    analysis = _analysis(exp)
+    if analysis is None:
+        return []
+    frames = analysis.trial_dataframes
+    out = []
+    for trial in analysis.trials:
+        rows: dict[int, dict[str, Any]] = {}
+        train = _train_result(exp, trial.trial_id)
+        if train is not None and train.checkpoint is not None:
+            meta = exp.sibling_path(train.checkpoint.path).join(META_FILE)
+            if meta.is_file():
+                rows.update({int(h["epoch"]): dict(h) for h in json.loads(meta.read_text()).get("history", [])})
+        df = frames.get(trial.trial_id)
+        if df is not None and len(df) and "epoch" in df.columns:
+            for rec in df.to_dict("records"):
+                if rec.get("epoch") is not None and not (isinstance(rec["epoch"], float) and math.isnan(rec["epoch"])):
+                    rows[int(rec["epoch"])] = rec  # a repeated epoch (resumed trial): the newest report
+        out.append({"trial_id": trial.trial_id, "status": trial.status, "config": trial.config,
+                    "epochs": [rows[e] for e in sorted(rows)], "train": train, "path": trial.path})
     return out
 
 
-def collect_trials(exp: "str | Location") -> list[dict[str, Any]]:
-    """One record per trial folder: ``config``, ``results`` (per epoch, deduplicated) and ``dir``."""
-    exp = _loc(exp)
-    trials = []
-    for name in exp.children():
-        tdir = exp.join(name)
-        params = tdir.join("params.json")
-        if not params.is_file():
-            continue
-        config = json.loads(params.read_text())
-        by_epoch: dict[int, dict[str, Any]] = {}
-        trial_id = None
-        for r in _read_results(tdir.join("result.json")):
-            trial_id = r.get("trial_id", trial_id)
-            if "epoch" in r:
-                by_epoch[int(r["epoch"])] = r  # a resumed trial may repeat an epoch: keep the newest
-        trials.append({"dir": tdir.uri, "config": config, "trial_id": trial_id or _id_from_dir(name),
-                       "results": [by_epoch[e] for e in sorted(by_epoch)],
-                       "error": tdir.join("error.txt").is_file()})
-    return trials
+def _scores(rec: dict[str, Any]) -> list[tuple[int, float]]:
+    return [(int(r["epoch"]), float(r["test_score"])) for r in rec["epochs"]
+            if not r.get("diverged") and r.get("test_score") is not None and math.isfinite(float(r["test_score"]))]
 
 
-def _id_from_dir(base: str) -> str:
-    return base[len("trial_"):] if base.startswith("trial_") else base
+def recorded_scores(experiment: str) -> dict[str, list[tuple[int, float]]]:
+    """Every finite score each trial reported, by epoch (what a restored scheduler is refilled with)."""
+    return {rec["trial_id"]: _scores(rec) for rec in trial_records(locate(experiment))}
 
 
-def _status(trial: dict[str, Any], tune_status: str | None, epochs: int) -> str:
-    res = trial["results"]
-    last = res[-1] if res else {}
-    if last.get("diverged"):
+def all_trials_ended(exp: Location, trials: int) -> bool:
+    """True when the experiment holds every planned trial, each TERMINATED or ERROR."""
+    analysis = _analysis(exp)
+    statuses = [t.status for t in analysis.trials] if analysis is not None else []
+    return len(statuses) >= trials and all(s in ("TERMINATED", "ERROR") for s in statuses)
+
+
+def _status(rec: dict[str, Any], epochs: int) -> str:
+    last = rec["epochs"][-1] if rec["epochs"] else {}
+    if bool(last.get("diverged", False)):
         return "diverged"
-    if tune_status == "ERROR" or (trial["error"] and tune_status != "TERMINATED"):
+    if rec["status"] == "ERROR":
         return "error"
-    if res and int(last.get("epoch", 0)) >= epochs:
+    if last and int(last["epoch"]) >= epochs:
         return "finished"
-    if tune_status == "TERMINATED":
+    if rec["status"] == "TERMINATED":
         return "stopped (ASHA)"
     return "incomplete"
+
+
+def _best_checkpoint(train, best_epoch: int | None) -> str | None:
+    """The kept checkpoint of the best epoch (else the best kept one) of a Train run."""
+    if train is None or not train.best_checkpoints:
+        return None
+    kept = [(c, m) for c, m in train.best_checkpoints if m.get("test_score") is not None]
+    same = [c for c, m in kept if m.get("epoch") == best_epoch]
+    if same:
+        return same[0].path
+    return min(kept, key=lambda cm: cm[1]["test_score"])[0].path if kept else None
 
 
 def _fmt_eta(v: Any) -> str:
@@ -121,64 +143,167 @@ def _fmt_eta(v: Any) -> str:
     return "" if v is None else f"{float(v):.3g}"
 
 
-def results_table(exp: "str | Location"):
-    """The pandas table of a sweep (one row per trial, best score first)."""
+def results_table(exp: Location):
+    """The pandas table of a sweep: one row per trial, best score first."""
+    settings = SweepSettings.load(exp)
+    return table_from_records(trial_records(exp), settings.epochs, settings.metric_name)
+
+
+def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: str):
+    """The table of :func:`trial_records`' records (see :func:`results_table`)."""
     import pandas as pd
 
-    exp = _loc(exp)
-    settings = load_settings(exp)
-    epochs = int(settings["epochs"])
-    statuses = _trial_statuses(exp)
     rows = []
-    for t in collect_trials(exp):
-        cfg, res = t["config"], t["results"]
-        m = cfg.get("model", {})
-        scores = [(r["epoch"], r["test_score"]) for r in res if not r.get("diverged") and "test_score" in r]
+    for rec in records:
+        cfg, info = rec["config"], rec["config"].get("trial") or {}
+        m, t = cfg["run"]["model"], cfg["run"]["train"]
+        scores = _scores(rec)
         best = min(scores, key=lambda es: es[1]) if scores else (None, math.nan)
-        best_ckpt = next((r.get("checkpoint_path") for r in res if r.get("epoch") == best[0]), None)
+        resflow = m.get("family") == "resflow"
         rows.append({
-            "trial": t["trial_id"], "status": _status(t, statuses.get(str(t["trial_id"])), epochs),
-            "family": m.get("family"), "depth": m.get("depth"), "growth": m.get("growth"),
-            "activation": m.get("activation"),
+            "trial": rec["trial_id"], "role": info.get("role", "search"), "label": info.get("label", ""),
+            "status": _status(rec, epochs), "family": m.get("family"),
+            "depth": None if resflow else m.get("depth"), "growth": None if resflow else m.get("growth"),
+            "hidden": info.get("width") if resflow else None, "activation": m.get("activation"),
             "blocks": "-".join(str(b) for b in m.get("blocks_per_scale", [])),
-            "param_count": cfg.get("param_count", res[-1].get("param_count") if res else None),
-            "budget_dev_pct": 100.0 * float(cfg["budget_deviation"]) if cfg.get("budget_deviation") is not None else math.nan,
-            "eta_init": _fmt_eta(m.get("eta_init")), "sn_coeff": m.get("sn_coeff"), "lip_coeff": m.get("lip_coeff"),
-            "lc_start_epoch": m.get("lc_start_epoch"), "lr": (cfg.get("train") or {}).get("lr"),
-            "best_score": best[1], "best_epoch": best[0],
+            "param_count": info.get("param_count"),
+            "budget_dev_pct": 100.0 * float(info["budget_deviation"]) if info.get("budget_deviation") is not None else math.nan,
+            "eta_init": "" if resflow else _fmt_eta(m.get("eta_init")), "sn_coeff": m.get("sn_coeff"),
+            "lip_coeff": None if resflow else m.get("lip_coeff"), "lc_start_epoch": None if resflow else m.get("lc_start_epoch"),
+            "lr": t.get("lr"), "best_score": best[1], "best_epoch": best[0],
             "last_score": scores[-1][1] if scores else math.nan,
-            "epochs_run": int(res[-1]["epoch"]) if res else 0,
-            "best_checkpoint": best_ckpt, "trial_dir": t["dir"],
+            "epochs_run": int(rec["epochs"][-1]["epoch"]) if rec["epochs"] else 0,
+            "best_checkpoint": _best_checkpoint(rec["train"], best[0]), "trial_dir": rec["path"],
+            "_scores": dict(scores),
         })
+    control = next((r["_scores"] for r in rows if r["role"] == "control"), None)
+    for r in rows:  # the difference to the control at the trial's last scored epoch (> 0: worse)
+        last = max(r["_scores"], default=None)
+        r["vs_control"] = (r["_scores"][last] - control[last]) if control and last in control else math.nan
+        del r["_scores"]
     df = pd.DataFrame(rows)
+    for col in ("depth", "growth", "hidden", "lc_start_epoch", "best_epoch", "param_count"):
+        if col in df.columns:
+            df[col] = df[col].astype("Int64")
     if len(df):
         df = df.sort_values(["best_score", "trial"], na_position="last").reset_index(drop=True)
-    df.attrs["metric"] = settings.get("metric_name", "test_score")
+    df.attrs["metric"] = metric_name
+    df.attrs["curves"] = {rec["trial_id"]: _scores(rec) for rec in records}
     return df
 
 
-def write_outputs(exp: "str | Location", df) -> dict[str, str]:
-    """CSV, Parquet and the score-per-epoch PNG beside the experiment; returns their paths (or URIs)."""
+# ----------------------------------------------------------------------------------- verdicts
+def control_verdict(df, unit: str) -> str | None:
+    """One line: does the best i-DenseNet beat the Residual Flow control at equal budget, and by how much."""
+    ok = df[~df["status"].isin(EXCLUDED) & df["best_score"].notna()] if len(df) else df
+    ctrl = ok[ok["role"] == "control"]
+    dense = ok[ok["family"] == "idensenet"]
+    if not len(ctrl) or not len(dense):
+        return None
+    c, d = ctrl.iloc[0], dense.iloc[0]  # sorted: the first is the best
+    diff = c["best_score"] - d["best_score"]
+    who = (f"the best i-DenseNet (trial {d['trial']}, depth {int(d['depth'])}, growth {int(d['growth'])}, "
+           f"{d['activation']}, {int(d['param_count']):,} parameters: {d['best_score']:.3f} {unit} at epoch "
+           f"{int(d['best_epoch'])})")
+    ref = f"the Residual Flow control ({int(c['param_count']):,} parameters: {c['best_score']:.3f} {unit}, best of {int(c['epochs_run'])} epochs)"
+    if diff > 0:
+        return f"at equal budget, {who} beats {ref} by {diff:.3f} {unit}"
+    return f"at equal budget, {who} does not beat {ref} (worse by {-diff:.3f} {unit})"
+
+
+def family_verdict(df, unit: str) -> str | None:
+    """The best score of each family, when the sweep had more than one."""
+    ok = df[~df["status"].isin(EXCLUDED) & df["best_score"].notna()] if len(df) else df
+    if not len(ok) or ok["family"].nunique() < 2:
+        return None
+    best = ok.groupby("family")["best_score"].min().sort_values()
+    return "best per family: " + ", ".join(f"{fam} {score:.3f} {unit}" for fam, score in best.items()) + \
+        f" (winner: {best.index[0]})"
+
+
+# ---------------------------------------------------------------------------------- best.yaml
+def best_configs(exp: Location, top: int) -> dict[str, Any]:
+    """The document ``best`` writes: experiment, metric and the ``top`` best scored trials."""
+    settings = SweepSettings.load(exp)
+    records = trial_records(exp)
+    df = table_from_records(records, settings.epochs, settings.metric_name)
+    configs = {rec["trial_id"]: rec["config"] for rec in records}
+    ok = df[~df["status"].isin(EXCLUDED) & df["best_score"].notna()] if len(df) else df
+    if not len(ok):
+        raise UserError(f"sweep {exp.uri} has no scored trial yet")
+    entries = []
+    for rank, row in enumerate(ok.head(top).itertuples(index=False), start=1):
+        cfg = configs[row.trial]
+        entries.append({
+            "rank": rank, "trial_id": str(row.trial), "role": row.role, "label": row.label, "status": row.status,
+            "score": float(row.best_score), "metric": settings.metric_name, "best_epoch": int(row.best_epoch),
+            "epochs_run": int(row.epochs_run), "param_count": int(row.param_count),
+            "budget_deviation": (cfg.get("trial") or {}).get("budget_deviation"),
+            "checkpoint": exp.sibling_path(row.best_checkpoint).uri if isinstance(row.best_checkpoint, str) else None,
+            "run": cfg["run"],
+        })
+    if len(entries) < top:
+        print(f"note: only {len(entries)} scored trial(s) available (asked for {top})")
+    return {"experiment": exp.uri, "space": settings.space_name, "configs": entries}
+
+
+def write_best(exp: Location, top: int, out: str) -> dict[str, Any]:
+    import yaml
+
+    doc = best_configs(exp, top)
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise UserError(f"--out {out!r}: folder {out_dir} does not exist")
+    locate(out).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return doc
+
+
+def load_best_entry(path: str, rank: int = 1) -> dict[str, Any]:
+    """Entry ``rank`` of a ``best.yaml`` ({..., "run": {model, train}}), or a run config file
+    (``{model:, train:}``), or a bare model config."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise UserError(f"--config {path!r}: no such file")
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path!r}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"--config {path!r}: expected a mapping")
+    if "configs" in doc:
+        match = [e for e in doc["configs"] or [] if int(e.get("rank", 0)) == rank]
+        if not match:
+            raise UserError(f"--rank {rank}: {path} holds ranks {', '.join(str(e.get('rank')) for e in doc['configs'] or [])}")
+        return match[0]
+    if "model" in doc:
+        return {"run": {"model": doc["model"], "train": doc.get("train") or {}}, "rank": rank}
+    return {"run": {"model": doc, "train": {}}, "rank": rank}
+
+
+# ------------------------------------------------------------------------------------ outputs
+def write_outputs(exp: Location, df) -> dict[str, str]:
+    """CSV, Parquet and the score-per-epoch PNG beside the experiment; their paths (or URIs)."""
     from .plots import plot_scores
 
-    exp = _loc(exp)
+    settings = SweepSettings.load(exp)
     out = {"csv": exp.join(RESULTS_CSV), "parquet": exp.join(RESULTS_PARQUET), "png": exp.join(SCORES_PNG)}
     out["csv"].write_text(df.to_csv(index=False))
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     out["parquet"].write_bytes(buf.getvalue())
-    curves = {str(t["trial_id"]): [(r["epoch"], r["test_score"]) for r in t["results"]
-                                   if not r.get("diverged") and "test_score" in r]
-              for t in collect_trials(exp)}
-    settings = load_settings(exp)
     png = io.BytesIO()
-    plot_scores(curves, png, ylabel=("test NLL (nats)" if settings.get("is_toy") else "test bits/dim"))
+    labels = dict(zip(df["trial"], df["role"])) if len(df) else {}
+    curves = {f"{t} ({labels[t]})" if labels.get(t, "search") != "search" else t: pts
+              for t, pts in df.attrs.get("curves", {}).items()}
+    plot_scores(curves, png, ylabel="test NLL (nats)" if settings.is_toy else "test bits/dim")
     out["png"].write_bytes(png.getvalue())
     return {k: v.uri for k, v in out.items()}
 
 
-SHOW_COLUMNS = ["trial", "status", "depth", "growth", "activation", "param_count", "budget_dev_pct",
-                "eta_init", "sn_coeff", "lip_coeff", "best_score", "last_score", "epochs_run"]
+SHOW_COLUMNS = ["trial", "role", "status", "family", "depth", "growth", "hidden", "activation", "param_count",
+                "budget_dev_pct", "lr", "best_score", "last_score", "epochs_run", "vs_control"]
 
 
 def format_table(df) -> str:
@@ -186,16 +311,86 @@ def format_table(df) -> str:
 
     if not len(df):
         return "(no trials yet)"
-    cols = [c for c in SHOW_COLUMNS if c in df.columns]
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
-        return df[cols].rename(columns={"best_score": f"best_{df.attrs.get('metric', 'score')}",
-                                        "last_score": "last", "budget_dev_pct": "dev_%"}).to_string(index=False)
+    cols = [c for c in SHOW_COLUMNS if c in df.columns and (c != "vs_control" or df[c].notna().any())]
+    shown = df[cols].rename(columns={"best_score": f"best_{df.attrs.get('metric', 'score')}", "last_score": "last",
+                                     "budget_dev_pct": "dev_%"})
+    with pd.option_context("display.width", 220, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
+        return shown.to_string(index=False, na_rep="-")
 
 
 def cmd_results(name_or_path: str, storage: str) -> int:
     exp = resolve_experiment(name_or_path, storage)
     df = results_table(exp)
     print(format_table(df))
+    unit = "nats" if SweepSettings.load(exp).is_toy else "bpd"
+    for line in (control_verdict(df, unit), family_verdict(df, unit)):
+        if line:
+            print(line)
     paths = write_outputs(exp, df)
     print(f"\nwrote {paths['csv']}\n      {paths['parquet']}\n      {paths['png']}")
     return 0
+
+
+DENSITIES_PNG = "densities.png"
+
+
+def density_figure(exp: Location, df, data: str) -> str | None:
+    """The data and exp(log p) of every scored trial at its best checkpoint (EMA weights), each
+    titled with its score, status and role."""
+    from .checkpoint import STATE_FILE, load_model
+    from .plots import plot_toy_densities
+
+    models = []
+    for row in df.itertuples(index=False):
+        ckpt = row.best_checkpoint
+        if not isinstance(ckpt, str) or not exp.sibling_path(ckpt).join(STATE_FILE).is_file():
+            continue
+        with exp.sibling_path(ckpt).local_copy() as d:
+            model, _ = load_model(d)
+        role = "" if row.role == "search" else f", {row.role}"
+        models.append((f"{row.trial} {row.family}{role}: {row.best_score:.3f} nats ({row.status})", model))
+    if not models:
+        return None
+    buf = io.BytesIO()
+    plot_toy_densities(models, buf, data)
+    out = exp.join(DENSITIES_PNG)
+    out.write_bytes(buf.getvalue())
+    return out.uri
+
+
+def summarise_sweep(outcome) -> int:  # noqa: ANN001
+    """What a sweep prints when it ends: the table, the verdicts, the best config and the figures.
+    Exit code 0; 1 when trials errored; 130 when the sweep stopped before every trial ended."""
+    import sys
+
+    import yaml
+
+    exp = locate(outcome.experiment)
+    settings = SweepSettings.load(exp)
+    unit = "nats" if settings.is_toy else "bpd"
+    df = results_table(exp)
+    print("\n" + format_table(df))
+    paths = write_outputs(exp, df)
+    print(f"\nresults: {paths['csv']}\n         {paths['parquet']}\nscores per epoch: {paths['png']}")
+    try:
+        best = best_configs(exp, 1)["configs"][0]
+    except UserError as err:
+        print(f"no best config: {err}")
+    else:
+        print(f"\nbest config (trial {best['trial_id']}, {best['metric']} {best['score']:.4f} at epoch "
+              f"{best['best_epoch']}):")
+        print(yaml.safe_dump(best["run"], sort_keys=False).rstrip())
+        print(f"checkpoint: {best['checkpoint']}")
+    if settings.is_toy and len(df):
+        fig = density_figure(exp, df, settings.data)
+        if fig:
+            print(f"learned densities: {fig}")
+    for line in (family_verdict(df, unit), control_verdict(df, unit)):
+        if line:
+            print("\n" + line)
+    if not outcome.ended:
+        print(f"\nthe sweep stopped early; continue it with: idensenet sweep --resume --name {exp.name} "
+              f"--storage {exp.parent_uri}", file=sys.stderr)
+        return 130
+    print(f"\nsweep finished in {outcome.wall_s:.0f} s: {exp.uri}")
+    return 1 if outcome.errors else 0

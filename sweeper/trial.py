@@ -1,95 +1,116 @@
-"""The Tune trial driver: a function trainable that trains one proposed config with a TorchTrainer.
+"""The trial driver: the Tune function trainable that trains one proposed run config with a
+``TorchTrainer`` (Ray's Train-inside-Tune pattern: worker loop, trial driver, Tuner).
 
-Three layers (ray-notes §2): Tune runs :func:`run_trial` in a trial actor holding ``DRIVER_CPU``;
-the driver builds a ``TorchTrainer`` whose workers run :func:`sweeper.train_loop.train_loop_per_worker`;
+Tune runs :func:`run_trial` in a trial actor holding a sliver of resources; it builds a
+``TorchTrainer`` whose workers run :func:`sweeper.worker.train_loop_per_worker`, and Train's
 ``TuneReportCallback`` forwards rank 0's per-epoch report (plus ``checkpoint_path``) to the trial.
-The Train run is named ``train-<trial id>`` under a fixed storage path, so a retried or restored
-trial finds its run snapshot and resumes from the latest checkpoint.
+The Train run is named ``train-<trial id>`` inside the experiment, so a retried or restored trial
+finds its run and resumes from the latest checkpoint.
+
+A trial Tune starts again after an interruption has lost the reports of its earlier run (Tune's
+snapshot predates them). Before training, the driver therefore tells Tune again every epoch its Train
+run has checkpointed (marked ``replayed``), so the scheduler, the searcher and the results table see
+them; a run that had already ended (its last epoch, or diverged) is not started again.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, Mapping
+import json
+from typing import Any
 
-from .resources import DRIVER_CPU, TrialShape
-from .train_config import merge_train
-
-TRAIN_RUNS_DIR = "train_runs"  # inside the experiment folder
-
-
-def train_run_name(trial_id: str) -> str:
-    return f"train-{trial_id}"
+from .checkpoint import META_FILE
+from .placement import TrialShape
+from .settings import TRAIN_RUNS_DIR, SweepSettings
+from .storage import Location, locate
 
 
-def make_torch_trainer(
-    loop_config: dict[str, Any],
-    shape: TrialShape,
-    name: str,
-    storage_path: str,
-    callbacks: list | None = None,
-    max_failures: int = 1,
-    controller_failure_limit: int = -1,
-    num_to_keep: int = 2,
-):
-    """A TorchTrainer for one run (gloo on CPU, NCCL with GPUs), keeping the ``num_to_keep`` best
-    checkpoints by test score (the latest one is always kept for resuming)."""
+def train_run(settings: SweepSettings, trial_id: str) -> Location:
+    return locate(settings.experiment).join(TRAIN_RUNS_DIR, f"train-{trial_id}")
+
+
+def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Location, callbacks: list | None = None,
+                       max_failures: int = 1, controller_failure_limit: int = -1, num_to_keep: int = 2):
+    """A TorchTrainer for one run at ``run`` (gloo on CPU, NCCL with GPUs) that keeps the
+    ``num_to_keep`` best checkpoints by test score and always the latest (for resuming)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from .train_loop import train_loop_per_worker
+    from .worker import train_loop_per_worker
 
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=shape.workers, use_gpu=shape.use_gpu, resources_per_worker=shape.worker_resources()
-        ),
+        scaling_config=ray.train.ScalingConfig(num_workers=shape.workers, use_gpu=shape.use_gpu,
+                                               resources_per_worker=dict(shape.worker)),
         run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=storage_path,
-            callbacks=callbacks or [],
+            name=run.name, storage_path=run.parent_uri, callbacks=callbacks or [],
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=num_to_keep, checkpoint_score_attribute="test_score", checkpoint_score_order="min"
-            ),
-            failure_config=ray.train.FailureConfig(
-                max_failures=max_failures, controller_failure_limit=controller_failure_limit
-            ),
+                num_to_keep=num_to_keep, checkpoint_score_attribute="test_score", checkpoint_score_order="min"),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures,
+                                                   controller_failure_limit=controller_failure_limit),
         ),
     )
 
 
-def trial_loop_config(config: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Model and train config of one trial: sweep defaults < the space's train values < forced CLI values."""
-    from .spaces import IGNORED_TRAIN_KEYS
+def checkpointed_history(run: Location) -> list[dict[str, Any]]:
+    """Every epoch report a Train run's latest checkpoint holds (empty when it has none)."""
+    import logging
 
-    proposed = {k: v for k, v in dict(config.get("train") or {}).items() if k not in IGNORED_TRAIN_KEYS}
-    train = merge_train(settings.get("train_base"), proposed, settings.get("train_force"))
-    return {"model": dict(config["model"]), "train": train}
+    import ray.train
+
+    if not run.exists():
+        return []
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:
+        latest = ray.train.Result.from_path(run.path, storage_filesystem=run.fs).checkpoint
+    except RuntimeError:  # no checkpoint manager snapshot yet
+        return []
+    if latest is None:
+        return []
+    meta = run.sibling_path(latest.path).join(META_FILE)
+    return list(json.loads(meta.read_text()).get("history", [])) if meta.is_file() else []
+
+
+def loop_config(config: dict[str, Any], settings: SweepSettings) -> dict[str, Any]:
+    out: dict[str, Any] = {"run": config["run"], "device": "cuda" if settings.shape.get("use_gpu") else "cpu",
+                           "cpu_if_no_cuda": settings.cpu_if_no_cuda}
+    if config["trial"].get("optuna_number") in settings.inject_nan_trials:
+        out["inject_nan_at_epoch"] = 1
+    return out
 
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Tune function trainable (bind ``settings`` with ``tune.with_parameters``)."""
+    """Tune function trainable (``settings`` bound with ``tune.with_parameters``)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trial_id = tune.get_context().get_trial_id()
-    shape = TrialShape(**settings["shape"])
-    trainer = make_torch_trainer(
-        trial_loop_config(config, settings),
-        shape,
-        name=train_run_name(trial_id),
-        storage_path=os.path.join(settings["experiment_path"], TRAIN_RUNS_DIR),
-        callbacks=[TuneReportCallback()],
-        max_failures=settings.get("worker_max_failures", 1),
-        controller_failure_limit=settings.get("controller_failure_limit", -1),
-    )
+    sweep = SweepSettings.from_dict(settings)
+    run = train_run(sweep, tune.get_context().get_trial_id())
+    history = checkpointed_history(run)
+    for metrics in history:
+        tune.report({**metrics, "replayed": True})
+    if history and (history[-1].get("diverged") or history[-1]["epoch"] >= config["run"]["train"]["epochs"]):
+        return  # the run had ended before the interruption: nothing left to train
+    shape = TrialShape(**sweep.shape)
+    trainer = make_torch_trainer(loop_config(config, sweep), shape, run, callbacks=[TuneReportCallback()],
+                                 max_failures=sweep.worker_max_failures,
+                                 controller_failure_limit=sweep.controller_failure_limit)
     trainer.fit()  # raises TrainingFailedError when the worker group fails beyond max_failures
 
 
-def make_trainable(settings: dict[str, Any]):
-    """The Tune trainable: :func:`run_trial` with bound settings and a small driver reservation."""
+def cause_line(text: str) -> str:
+    """The one line of a worker's failure a person needs: the project's own error when it raised
+    one (e.g. a GPU asked for where CUDA is unusable), else the last line of the traceback."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    own = [ln for ln in lines if "UserError:" in ln]
+    if own:
+        return own[-1].split("UserError:", 1)[1].strip()
+    return lines[-1] if lines else "unknown error"
+
+
+def make_trainable(settings: SweepSettings):
+    """The Tune trainable: :func:`run_trial` with bound settings and the driver's small reservation."""
     from ray import tune
 
-    driver = dict(settings["shape"].get("driver") or {"CPU": DRIVER_CPU})
-    return tune.with_resources(tune.with_parameters(run_trial, settings=settings), driver)
+    return tune.with_resources(tune.with_parameters(run_trial, settings=settings.to_dict()),
+                               dict(settings.shape["driver"]))

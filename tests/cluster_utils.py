@@ -6,7 +6,7 @@ demand asks for them ("fake GPUs": the node advertises GPUs it does not have). I
 ``ray stop``: :meth:`FakeCluster.shutdown` kills exactly the processes whose command line names this
 cluster's temp folder, GCS address or config file, so other Ray instances on the machine survive.
 
-Recipe and traps (ray-notes §7.2): the config is complete (the wheel lacks the provider's
+Recipe and traps: the config is complete (the wheel lacks the provider's
 example.yaml), the head type is called ``ray.head.default``, ``RAY_FAKE_CLUSTER=1`` and
 ``AUTOSCALER_UPDATE_INTERVAL_S=1`` are in the head's environment (the autoscaler and the nodes it
 launches inherit it), and the provider is told the head's GCS address (it assumes port 6379).
@@ -427,7 +427,7 @@ def train_checkpoints(exp_dir: str | os.PathLike[str]) -> dict[str, list[Path]]:
 
 
 def checkpoint_epoch(folder: str | os.PathLike[str]) -> int | None:
-    """Epoch recorded in a checkpoint's meta.json (sweeper/checkpointing.py), None if unreadable."""
+    """Epoch recorded in a checkpoint's meta.json (sweeper/checkpoint.py), None if unreadable."""
     try:
         return int(json.loads((Path(folder) / "meta.json").read_text())["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -450,3 +450,33 @@ def train_workers(dashboard_url: str) -> list[dict[str, Any]]:
         limit=1000, raise_on_missing_output=False,
     )
     return [a if isinstance(a, dict) else dataclasses.asdict(a) for a in actors]
+
+
+# ---- a real S3-protocol server on the loopback interface (moto's server mode) --------------------
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str = "idensenet-test") -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1 (a free port) with one bucket; yields the environment that points
+    pyarrow (and so Ray and the sweeper) at it. The server stops when the block ends."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
+        yield {**env, "bucket": bucket}
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,10 +1,10 @@
 """Shared fixtures: one local Ray instance for the whole session, started only when a test asks.
 
 The instance over-commits logical CPUs (num_cpus=6 on a 2-core machine) so that 2 concurrent trials
-of (driver + worker) always fit (ray-notes P2); the dashboard stays on because its State API is what
-frees the workers of trials ASHA stops (P1), and every Ray process is pointed at this instance's
-dashboard (``start_local_ray``) because other Ray instances may run on the same machine; token auth
-is off (loopback only, P8).
+of (driver + worker) always fit; the dashboard stays on because its State API is what frees the
+workers of trials ASHA stops (see ``sweeper/placement.py``), and every Ray process is pointed at this
+instance's dashboard (``start_local_ray``) because other Ray instances may run on the same machine;
+token auth is off (loopback only).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def ray_session():
     never join another cluster that happens to run on this machine)."""
     import ray
 
-    from sweeper.runtime import start_local_ray
+    from sweeper.placement import start_local_ray
 
     started = False
     if not ray.is_initialized():

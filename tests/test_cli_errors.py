@@ -108,22 +108,38 @@ def test_bad_train_override(capsys, storage):
                    "no_such_key")
     _fails_cleanly(capsys, ["sweep", "--train", "lr=fast", "--storage", str(storage), "--name", "a"], "lr")
     _fails_cleanly(capsys, ["sweep", "--train", "epochs=2.5", "--storage", str(storage), "--name", "a"], "epochs")
+    _fails_cleanly(capsys, ["sweep", "--train", "epochs=0", "--storage", str(storage), "--name", "a"], "epochs")
     _nothing_left(storage)
 
 
 def test_train_override_numbers_written_as_text_are_converted():
-    from sweeper.spaces import clean_train
+    from model import TrainConfig
 
-    assert clean_train({"lr": "1e-3", "epochs": 3.0, "betas": ["0.9", 0.99]}) == {
-        "lr": 1e-3, "epochs": 3, "betas": [0.9, 0.99]}
+    tc = TrainConfig.from_dict({"lr": "1e-3", "epochs": 3.0, "betas": ["0.9", 0.99]})
+    assert (tc.lr, tc.epochs, tc.betas) == (1e-3, 3, (0.9, 0.99))
 
 
-def test_unparsable_train_override_is_an_argparse_error(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sweep", "--train", "x=[1,"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert "Traceback" not in "\n".join(err) and "not valid YAML" in err[-1]
+def test_unparsable_train_override_is_one_line(capsys):
+    _fails_cleanly(capsys, ["sweep", "--train", "x=[1,"], "not valid YAML")
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--trials", "0"), ("--trials", "-3"), ("--trials", "2.5"), ("--epochs", "0"), ("--epochs", "x"),
+    ("--workers-per-trial", "0"), ("--grace-period", "0"), ("--reduction-factor", "1"),
+    ("--reduction-factor", "-2"), ("--max-concurrent", "0"), ("--batch-size", "-64"), ("--seed", "-1"),
+    ("--cpus-per-worker", "0"), ("--time-budget", "-5"), ("--max-failures", "-1"), ("--trial-retries", "1.5"),
+])
+def test_every_numeric_sweep_option_is_checked(capsys, storage, option, value):
+    line = _fails_cleanly(capsys, ["sweep", option, value, "--storage", str(storage), "--name", "a"], option)
+    assert value in line
+    _nothing_left(storage)
+
+
+@pytest.mark.parametrize("argv", [["train", "--config", "x.yaml", "--epochs", "0"],
+                                  ["train", "--config", "x.yaml", "--workers", "-1"],
+                                  ["best", "nope", "--top", "0"], ["train", "--config", "x.yaml", "--rank", "zero"]])
+def test_numeric_options_of_other_commands(capsys, argv):
+    _fails_cleanly(capsys, argv)
 
 
 def test_unknown_experiment(capsys, storage):

@@ -1,4 +1,4 @@
-"""cluster.yaml checked offline, and the cluster arithmetic of sweeper/cluster.py.
+"""cluster.yaml checked offline, and the cluster arithmetic of sweeper/placement.py.
 
 Validation uses Ray's own pair (ray 2.60.0 is pinned: both are private APIs):
 ``prepare_config`` merges the AWS defaults and per-type limits, ``validate_config`` checks the
@@ -92,7 +92,7 @@ def test_validation_catches_a_broken_copy(breakage: str) -> None:
 
 
 def test_head_trains_nothing_and_hosts_the_trial_drivers() -> None:
-    from sweeper.cluster import DRIVER_RESOURCE
+    from sweeper.placement import DRIVER_RESOURCE
 
     cfg = _load()
     head = cfg["available_node_types"][cfg["head_node_type"]]
@@ -224,127 +224,113 @@ def test_docs_use_the_same_install_line_and_commands() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# sweeper/cluster.py against this file and small cases with known answers
+# sweeper/placement.py against this file and small cases with known answers
 
 
 def test_shape_of_cluster_yaml() -> None:
-    from sweeper.cluster import (
-        DRIVER_RESOURCE, reachable_gpus, reachable_nodes, shape_from_autoscaler_yaml, trial_placement,
-    )
+    from sweeper.placement import DRIVER_RESOURCE, shape_from_launcher_config, trial_shape
 
     cfg = _load()
-    shape = shape_from_autoscaler_yaml(cfg)
+    shape = shape_from_launcher_config(cfg)
     gpu = next(iter(_gpu_types(cfg).values()))
     n_gpu_nodes = min(gpu["max_workers"], cfg["max_workers"])
-    assert reachable_gpus(shape) == n_gpu_nodes * gpu["resources"]["GPU"]  # 4 nodes x 4 = 16
-    assert reachable_nodes(shape) == 1 + n_gpu_nodes
+    assert shape.max_total("GPU") == n_gpu_nodes * gpu["resources"]["GPU"]  # 4 nodes x 4 = 16
+    assert shape.max_nodes() == 1 + n_gpu_nodes
     assert shape.autoscaling and not shape.single_host
-    p = trial_placement(4, gpu=True, shape=shape)
-    assert p.driver == {"CPU": 0.0, DRIVER_RESOURCE: 1.0}
+    p = trial_shape(4, True, None, shape)
+    assert p.driver == {DRIVER_RESOURCE: 1.0}
     cpu_per_gpu = gpu["resources"]["CPU"] // gpu["resources"]["GPU"]
     assert p.worker == {"CPU": float(cpu_per_gpu), "GPU": 1.0}
-    assert p.total() == {"CPU": 4.0 * cpu_per_gpu, "GPU": 4.0, DRIVER_RESOURCE: 1.0}
+    assert p.per_trial() == {"CPU": 4.0 * cpu_per_gpu, "GPU": 4.0, DRIVER_RESOURCE: 1.0}
     # Four such workers fill one node exactly, so a 4-worker trial packs onto one node.
-    assert p.total()["CPU"] == gpu["resources"]["CPU"]
+    assert p.per_trial()["CPU"] == gpu["resources"]["CPU"]
 
 
 def _yaml_shape(types: dict, max_workers: int, live: list | None = None):
-    from sweeper.cluster import shape_from_autoscaler_yaml
+    from sweeper.placement import shape_from_launcher_config
 
     cfg = {"max_workers": max_workers, "head_node_type": "head",
            "available_node_types": {"head": {"resources": {"CPU": 0, "trial_driver": 1000}}, **types}}
-    return shape_from_autoscaler_yaml(cfg, live or [])
+    return shape_from_launcher_config(cfg, live or [])
 
 
 def test_reachable_gpus_respects_per_type_and_global_limits() -> None:
-    from sweeper.cluster import reachable_gpus
-
     types = {"big": {"resources": {"CPU": 96, "GPU": 8}, "max_workers": 1},
              "small": {"resources": {"CPU": 8, "GPU": 1}, "max_workers": 10}}
     # global 3: one big (8) + two small (2) = 10
-    assert reachable_gpus(_yaml_shape(types, max_workers=3)) == 10
+    assert _yaml_shape(types, max_workers=3).max_total("GPU") == 10
     # global 20: the per-type limits bind: 8 + 10 = 18
-    assert reachable_gpus(_yaml_shape(types, max_workers=20)) == 18
+    assert _yaml_shape(types, max_workers=20).max_total("GPU") == 18
     # an unset per-type max defaults to the global one
     del types["small"]["max_workers"]
-    assert reachable_gpus(_yaml_shape(types, max_workers=5)) == 8 + 4
+    assert _yaml_shape(types, max_workers=5).max_total("GPU") == 8 + 4
     # GPUs up now count even when the config says less (e.g. a manually joined node)
     live = [{"CPU": 4, "GPU": 2, "node:__internal_head__": 1}, {"GPU": 8}, {"GPU": 8}, {"GPU": 8}]
-    assert reachable_gpus(_yaml_shape({}, max_workers=0, live=live)) == 26
+    assert _yaml_shape({}, max_workers=0, live=live).max_total("GPU") == 26
 
 
 def test_no_config_means_what_is_up() -> None:
-    from sweeper.cluster import ClusterShape, reachable_gpus, reachable_nodes, trial_placement
+    from sweeper.placement import DRIVER_CPU, ClusterShape, trial_shape
 
     shape = ClusterShape(live_nodes=({"CPU": 2.0, "node:__internal_head__": 1.0},))
-    assert reachable_gpus(shape) == 0 and reachable_nodes(shape) == 1
-    p = trial_placement(2, gpu=False, shape=shape)
-    assert p.driver == {"CPU": 0.01} and p.worker == {"CPU": 1.0} and p.num_workers == 2
-    with pytest.raises(ValueError):
-        trial_placement(0, gpu=False, shape=shape)
+    assert shape.max_total("GPU") == 0 and shape.max_nodes() == 1
+    p = trial_shape(2, False, None, shape)
+    assert p.driver == {"CPU": DRIVER_CPU} and p.worker == {"CPU": 1.0 - DRIVER_CPU} and p.workers == 2
+    assert trial_shape(2, False, 1.0, shape, with_driver=False).per_trial() == {"CPU": 2.0}
 
 
 def test_storage_rules(tmp_path: Path) -> None:
-    from sweeper.cluster import (
-        ClusterShape, StorageNotSharedError, check_storage_for_cluster, storage_is_shared,
-    )
-
-    mounts = tmp_path / "mounts"
-    mounts.write_text(
-        "/dev/root / ext4 rw 0 0\n"
-        "fs-1.efs.us-west-2.amazonaws.com:/ /mnt/efs nfs4 rw 0 0\n"
-        "tmpfs /mnt/efs/scratch tmpfs rw 0 0\n"
-        "server:/share /mnt/my\\040share nfs rw 0 0\n"
-    )
-    for uri in ("s3://bucket/prefix", "gs://bucket/x", "abfs://c@acct.dfs.core.windows.net/x"):
-        assert storage_is_shared(uri, 5, mounts)
-    assert storage_is_shared(str(tmp_path), 1, mounts)  # one node: any folder
-    assert not storage_is_shared(str(tmp_path), 2, mounts)
-    assert not storage_is_shared("file:///data/runs", 2, mounts)
-    assert storage_is_shared("/mnt/efs/runs/new/folder", 2, mounts)  # NFS (EFS), not yet created
-    assert not storage_is_shared("/mnt/efs/scratch/runs", 2, mounts)  # a local mount inside it
-    assert storage_is_shared("/mnt/my share/runs", 2, mounts)
+    from model.errors import UserError
+    from sweeper.placement import ClusterShape, check_storage_shared
 
     autoscaling = _yaml_shape({"gpu": {"resources": {"CPU": 48, "GPU": 4}, "max_workers": 2}}, 2,
                               live=[{"CPU": 0.0, "node:__internal_head__": 1.0}])
-    assert check_storage_for_cluster("s3://b/p", autoscaling) == "s3://b/p"
-    with pytest.raises(StorageNotSharedError, match="can grow to 3 nodes"):
-        check_storage_for_cluster(str(tmp_path), autoscaling)
+    for uri in ("s3://bucket/prefix", "gs://bucket/x", "abfs://c@acct.dfs.core.windows.net/x"):
+        check_storage_shared(uri, autoscaling)  # remote storage: every node sees it
+    with pytest.raises(UserError, match="can grow to 3 nodes"):
+        check_storage_shared(str(tmp_path), autoscaling)
+    with pytest.raises(UserError, match="can grow to 3 nodes"):
+        check_storage_shared(f"file://{tmp_path}", autoscaling)
+    check_storage_shared(str(tmp_path), autoscaling, declared_shared=True)  # --shared-storage (NFS)
     fixed = ClusterShape(live_nodes=({"CPU": 1.0}, {"CPU": 1.0}))
-    with pytest.raises(StorageNotSharedError, match="has 2 nodes"):
-        check_storage_for_cluster(str(tmp_path), fixed)
-    one = ClusterShape(live_nodes=({"CPU": 2.0},))
-    assert check_storage_for_cluster(str(tmp_path), one) == str(tmp_path)
+    with pytest.raises(UserError, match="has 2 nodes"):
+        check_storage_shared(str(tmp_path), fixed)
+    check_storage_shared(str(tmp_path), ClusterShape(live_nodes=({"CPU": 2.0},)))  # one node: any folder
     # Ray's fake_multinode provider runs every node on this machine: a local folder is shared.
     fake = _yaml_shape({"gpu": {"resources": {"GPU": 2}, "max_workers": 2}}, 2)
-    fake = type(fake)(**{**fake.__dict__, "single_host": True})
-    assert check_storage_for_cluster(str(tmp_path), fake) == str(tmp_path)
+    check_storage_shared(str(tmp_path), type(fake)(**{**fake.__dict__, "single_host": True}))
 
 
-def test_storage_check_without_ray_is_single_node(tmp_path: Path) -> None:
+def test_cluster_config_flag(tmp_path: Path) -> None:
     import ray
 
-    from sweeper.cluster import check_storage_for_cluster, cluster_shape
+    from model.errors import UserError
+    from sweeper.placement import cluster_shape
 
     if ray.is_initialized():
         pytest.skip("another test left Ray connected")
-    assert cluster_shape().max_nodes() == 1
-    assert check_storage_for_cluster(tmp_path) == str(tmp_path)
+    assert cluster_shape().max_nodes() == 1  # no Ray, no config: this machine
+    path = tmp_path / "cluster.yaml"
+    path.write_text(CLUSTER_YAML.read_text())
+    assert cluster_shape(str(path)).max_total("GPU") == 16
+    path.write_text("just: text\n")
+    with pytest.raises(UserError, match="not a cluster-launcher config"):
+        cluster_shape(str(path))
+    with pytest.raises(UserError, match="cannot read"):
+        cluster_shape(str(tmp_path / "missing.yaml"))
 
 
 def test_reachable_resources_of_cluster_yaml() -> None:
-    from sweeper.cluster import (
-        DRIVER_RESOURCE, reachable_node_resources, reachable_resources, shape_from_autoscaler_yaml,
-    )
+    from sweeper.placement import DRIVER_RESOURCE, shape_from_launcher_config
 
     cfg = _load()
-    shape = shape_from_autoscaler_yaml(cfg)
+    shape = shape_from_launcher_config(cfg)
     gpu = next(iter(_gpu_types(cfg).values()))
     n = min(gpu["max_workers"], cfg["max_workers"])
     head = cfg["available_node_types"][cfg["head_node_type"]]["resources"]
-    assert reachable_resources(shape) == {
+    assert shape.reachable_resources() == {
         "CPU": float(n * gpu["resources"]["CPU"]),
         "GPU": float(n * gpu["resources"]["GPU"]),
         DRIVER_RESOURCE: float(head[DRIVER_RESOURCE]),
     }
-    assert reachable_node_resources(shape) == [{k: float(v) for k, v in gpu["resources"].items()}]
+    assert shape.node_kinds() == [{k: float(v) for k, v in gpu["resources"].items()}]

@@ -91,6 +91,7 @@ def test_random_configs_cover_every_kind():
 def test_counter_equals_numel_of_the_built_model():
     torch = pytest.importorskip("torch")
     from model import build_model
+    from model.iresblock import InvertibleResBlock
 
     torch.set_num_threads(1)
     rng = random.Random(1234)
@@ -98,7 +99,11 @@ def test_counter_equals_numel_of_the_built_model():
     for _ in range(N_RANDOM):
         cfg = _random_config(rng)
         model = build_model(cfg)
-        numel = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        # the authors' count: every parameter, their never-trained geom_p / lamb included (frozen here)
+        numel = sum(p.numel() for p in model.parameters())
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        blocks = sum(isinstance(m, InvertibleResBlock) for m in model.modules())
+        assert numel == model.num_parameters() and frozen == 2 * blocks
         if numel != count_parameters(cfg):
             mismatches.append((cfg, numel, count_parameters(cfg)))
     assert not mismatches, mismatches[:3]

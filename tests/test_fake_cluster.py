@@ -4,15 +4,19 @@
   resource that keeps trial drivers on it. GPU nodes exist only once the autoscaler adds them
   because training workers ask for GPUs ("fake" GPUs: the node advertises them, nothing uses CUDA,
   and the harness's shim lets Train's NCCL choice fall back to gloo).
-* Fault tests run ``idensenet sweep`` as a subprocess against a private cluster: one kills a
-  training worker mid-run, one kills the sweep's driver after its first trial finished, and both
-  check from the reported epochs and the experiment snapshot that at most one epoch is lost and no
-  finished trial runs again.
+* Fault tests run ``idensenet sweep`` as a subprocess against a private cluster. One kills a
+  training worker mid-run: the resumed run continues the loss trajectory and the optimiser state of
+  an uninterrupted run of the same config (to float rounding). One runs a sweep on S3 (a real
+  S3-protocol server on loopback), kills its driver once a trial has finished and another has
+  checkpointed its last epoch, wipes the local state (a new HOME, no staging folder) and resumes:
+  no finished trial runs again, and every epoch reported before the kill is in the table, the
+  Optuna study and ``best``, with the right status.
 * Checkpoint files are written atomically; a half-written checkpoint is never the one resumed from.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +28,7 @@ import pytest
 import yaml
 
 from cluster_utils import (
-    RAY_BIN, REPO, fake_cluster, gpu_nodes, head_node_id, newest_checkpoint_epoch, train_checkpoints,
+    RAY_BIN, REPO, fake_cluster, gpu_nodes, head_node_id, newest_checkpoint_epoch, s3_server, train_checkpoints,
     train_workers, trial_results, trial_statuses, wait_for,
 )
 
@@ -66,7 +70,8 @@ def test_sweep_job_on_fake_autoscaling_cluster(tmp_path: Path, ray_env) -> None:
             f"--working-dir={REPO}", "--",
             *_sweep_cmd("--space", "toy-moons", "--trials", "2", "--workers-per-trial", "1",
                         "--gpu", "--cpus-per-worker", "1", "--smoke-test", "--grace-period", "2",
-                        "--storage", str(storage), "--name", "fakegpu"),
+                        "--storage", str(storage), "--name", "fakegpu", "--cluster-config", str(cluster.config_path),
+                        "--cpu-if-no-cuda"),
         ]
         t0 = time.monotonic()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
@@ -110,6 +115,7 @@ TINY_SPACE = {
     "search": {"depth": {"choices": [2, 3]}, "activation": "lipswish",
                "lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True}},
     "train": {"batch_size": 200, "epochs": 4, "steps_per_epoch": 10, "test_size": 500},
+    "baselines": ["resflow"],
 }
 CPU_HEAD = {"CPU": 3, "trial_driver": 1000}
 
@@ -134,13 +140,68 @@ def _epochs(rows: list[dict]) -> list[int]:
     return [int(r["epoch"]) for r in rows]
 
 
+def _reference(run: dict) -> tuple[list[dict], dict]:
+    """An uninterrupted run of the same run config, in this process (Train's local mode): its epoch
+    reports and its final checkpoint state."""
+    import shutil
+    import tempfile
+
+    import ray.train
+    import torch
+    from ray.train.torch import TorchTrainer
+
+    from sweeper.checkpoint import load_state
+    from sweeper.worker import train_loop_per_worker
+
+    reports, saved = [], tempfile.mkdtemp(prefix="idn-ref-")
+    original = ray.train.report
+
+    def recording(metrics, checkpoint=None, **kw):
+        reports.append(dict(metrics))
+        if checkpoint is not None:
+            shutil.rmtree(saved, ignore_errors=True)
+            shutil.copytree(checkpoint.path, saved)
+        return original(metrics, checkpoint=checkpoint, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ray.train, "report", recording)
+        torch.set_num_threads(1)
+        TorchTrainer(train_loop_per_worker, train_loop_config={"run": run},
+                     scaling_config=ray.train.ScalingConfig(num_workers=0)).fit()
+    return reports, load_state(saved)
+
+
+def _same_trajectory(rows: list[dict], reference: list[dict]) -> None:
+    by_epoch = {int(r["epoch"]): r for r in rows}  # a repeated epoch: the newest report
+    assert sorted(by_epoch) == [int(r["epoch"]) for r in reference]
+    for ref in reference:
+        got = by_epoch[int(ref["epoch"])]
+        for key in ("test_score", "train_loss"):
+            assert got[key] == pytest.approx(ref[key], abs=1e-6), (ref["epoch"], key)
+        assert got["iterations"] == ref["iterations"]
+
+
+def _same_optimiser(state: dict, ref: dict) -> None:
+    import torch
+
+    assert state["step"]["iteration"] == ref["step"]["iteration"]
+    opt, ref_opt = state["step"]["optimizer"]["state"], ref["step"]["optimizer"]["state"]
+    assert opt.keys() == ref_opt.keys()
+    for k in ref_opt:
+        assert float(opt[k]["step"]) == float(ref_opt[k]["step"]) == ref["step"]["iteration"]
+        for name in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(opt[k][name], ref_opt[k][name], rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.slow
 @pytest.mark.ray
-def test_killed_worker_resumes_from_its_checkpoint(tmp_path: Path, ray_env) -> None:
-    """SIGKILL the trial's training worker after its first checkpoint: Train restarts the worker
+def test_killed_worker_resumes_its_trajectory_from_its_checkpoint(tmp_path: Path, ray_env) -> None:
+    """SIGKILL the trial's training worker after its second checkpoint: Train restarts the worker
     group (FailureConfig max_failures=1), which resumes from the latest registered checkpoint (not
-    from a newer, half-written folder planted beside it) and reaches the last epoch. At most one
-    epoch is trained twice."""
+    from a newer, half-written folder planted beside it). At most one epoch is trained twice, and the
+    scores, losses and the optimiser's state are those of an uninterrupted run of the same config."""
+    from sweeper.checkpoint import load_state
+
     epochs = 8
     storage = tmp_path / "runs"
     exp = storage / "wkill"
@@ -176,71 +237,138 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path: Path, ray_env) -> N
     (rows,) = trial_results(exp).values()
     seen = _epochs(rows)
     assert seen[-1] == epochs and sorted(set(seen)) == list(range(1, epochs + 1))
-    repeated = sum(n - 1 for n in Counter(seen).values())
-    assert repeated <= 1, f"lost more than one epoch: reported epochs {seen}"
-    # the kill really happened and a new worker took over
-    dead = [w for w in workers if int(w["pid"]) == victim]
-    assert dead and dead[0]["state"] == "DEAD"
-    assert len(workers) == 2
+    assert sum(n - 1 for n in Counter(seen).values()) <= 1, f"lost more than one epoch: reported epochs {seen}"
+    dead = [w for w in workers if int(w["pid"]) == victim]  # the kill really happened
+    assert dead and dead[0]["state"] == "DEAD" and len(workers) == 2
+    (trial_dir,) = exp.glob("trial_*")
+    run = json.loads((trial_dir / "params.json").read_text())["run"]
+    reference, ref_state = _reference(run)
+    _same_trajectory(rows, reference)
+    final = max((c for c in train_checkpoints(exp)[rows[0]["trial_id"]] if (c / "state.pt").is_file()
+                 and c.name != planted.name), key=lambda c: load_state(c)["epoch"])
+    _same_optimiser(load_state(final), ref_state)
     print(f"worker killed after checkpointed epoch {reported_before}; reported epochs {seen}")
 
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(tmp_path: Path, ray_env) -> None:
-    """SIGKILL ``idensenet sweep`` once its first trial is TERMINATED in the experiment snapshot;
-    ``idensenet sweep --resume`` finishes the sweep. The finished trial reports nothing new and its
-    Train run writes no new checkpoint; the other one ends at its last epoch, training at most one
-    epoch twice."""
-    storage = tmp_path / "runs"
-    exp = storage / "dkill"
-    args = ["--space", _space(tmp_path), "--trials", "2", "--max-concurrent", "1",
-            "--storage", str(storage), "--name", "dkill", "--grace-period", "4"]
-    with fake_cluster(head_resources=CPU_HEAD, worker_types={}) as cluster:
-        env = cluster.subprocess_env()
-        sweep = subprocess.Popen(_sweep_cmd(*args), env=env, stdout=subprocess.PIPE,
+def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray_env) -> None:
+    """A sweep on S3 (a real S3-protocol server on loopback): SIGKILL ``idensenet sweep`` once one trial
+    has finished and another has checkpointed its last epoch; wipe the local state (a new HOME, no
+    staging folder); ``--resume`` finishes the sweep. No finished trial trains again; every epoch a
+    trial checkpointed before the kill is in the results table with its score, in the Optuna study
+    (read back from S3 with Optuna's own API) as an intermediate value, and trials that had finished
+    are finished (COMPLETE with their best epoch) or stopped (PRUNED); ``best`` and ``train`` work on S3."""
+    import optuna
+
+    from sweeper.settings import SweepSettings
+    from sweeper.storage import locate
+
+    epochs = TINY_SPACE["train"]["epochs"]
+    with s3_server() as s3, fake_cluster(head_resources=CPU_HEAD, worker_types={},
+                                          env={k: v for k, v in s3.items() if k != "bucket"}) as cluster:
+        uri = f"s3://{s3['bucket']}/runs"
+        env = {**cluster.subprocess_env(), **{k: v for k, v in s3.items() if k != "bucket"}}
+        home1, home2 = tmp_path / "home1", tmp_path / "home2"
+        home1.mkdir(), home2.mkdir()
+        args = ["--space", _space(tmp_path), "--trials", "4", "--max-concurrent", "2", "--storage", uri,
+                "--name", "s3kill", "--grace-period", "1", "--reduction-factor", "2"]
+        exp = locate(f"{uri}/s3kill")
+        sweep = subprocess.Popen(_sweep_cmd(*args), env={**env, "HOME": str(home1)}, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
         try:
-            def first_finished() -> str | None:
-                done = [t for t, st in trial_statuses(exp).items() if st == "TERMINATED"]
-                return done[0] if done else None
+            def last_epochs() -> dict[str, int]:
+                return _s3_checkpoint_epochs(exp)
 
-            assert wait_for(first_finished, 240, 0.2), "no trial finished"
-            finished = first_finished()
+            # two trials with their last epoch checkpointed, then a moment for Tune to take in the first
+            assert wait_for(lambda: sum(e == epochs for e in last_epochs().values()) >= 2, 300, 0.5), last_epochs()
+            time.sleep(3)
+            before = _s3_histories(exp)
             os.kill(sweep.pid, signal.SIGKILL)
             sweep.wait(timeout=30)
         finally:
             if sweep.poll() is None:
                 sweep.kill()
-        before = trial_results(exp)
-        ckpts_before = train_checkpoints(exp)
-        assert _epochs(before[finished]) == [1, 2, 3, 4]
+        finished_before = [t for t, h in before.items() if h and h[-1]["epoch"] == epochs]
+        ckpts_before = {t: _s3_checkpoints(exp, t) for t in finished_before}
+        assert len(finished_before) >= 2
+        # the local state is gone: a new home, and no Tune staging folder on this machine
+        for staging in cluster.temp_dir.rglob("s3kill"):
+            if staging.is_dir():
+                import shutil
 
-        resume = subprocess.run(_sweep_cmd("--storage", str(storage), "--name", "dkill", "--resume"),
-                                env=env, capture_output=True, text=True, timeout=300)
+                shutil.rmtree(staging, ignore_errors=True)
+        resume = subprocess.run(_sweep_cmd("--storage", uri, "--name", "s3kill", "--resume"),
+                                env={**env, "HOME": str(home2)}, capture_output=True, text=True, timeout=420)
         assert resume.returncode == 0, resume.stdout[-4000:] + resume.stderr[-4000:]
+        for t in finished_before:  # no finished trial trained again
+            assert _s3_checkpoints(exp, t) == ckpts_before[t], (t, ckpts_before[t], _s3_checkpoints(exp, t),
+                                                                 resume.stdout[-3000:])
 
-    after = trial_results(exp)
-    assert len(after) == 2 and finished in after
-    assert after[finished] == before[finished]  # the finished trial did not run again
-    assert train_checkpoints(exp)[finished] == ckpts_before[finished]
-    assert set(trial_statuses(exp).values()) == {"TERMINATED"}
-    (other,) = set(after) - {finished}
-    seen = _epochs(after[other])
-    assert seen[-1] == 4 and sorted(set(seen)) == [1, 2, 3, 4]
-    # the interrupted trial resumed from its last checkpoint: at most the epoch that was running
-    # when the driver died is trained again
-    assert sum(n - 1 for n in Counter(seen).values()) <= 1, seen
-    # the Optuna study (a journal beside the experiment) survived the kill and holds every trial once
-    study = _study(exp)
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert sorted(t.user_attrs["tune_trial_id"] for t in complete) == sorted(after)
-    assert not [t for t in study.trials if t.state.name == "RUNNING"]
-    print(f"driver killed with trial {other} at epoch {max(_epochs(before.get(other, [])), default=0)}; "
-          f"its reported epochs {seen}; finished trial {finished}: {_epochs(after[finished])}")
+        from sweeper.results import results_table
+
+        df = results_table(exp).set_index("trial")
+        assert len(df) == 4 and set(df["status"]) <= {"finished", "stopped (ASHA)"}
+        settings = SweepSettings.load(exp)
+        study_file = tmp_path / "study.journal"
+        study_file.write_bytes(locate(settings.journal).read_bytes())
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study_file)))
+        study = optuna.load_study(study_name="s3kill", storage=storage)
+        by_id = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+        # a proposal asked just before the kill but missing from Tune's snapshot belongs to no trial: FAIL
+        orphans = [t for tid, t in by_id.items() if tid not in df.index]
+        assert set(df.index) <= set(by_id) and all(t.state.name == "FAIL" and t.value is None for t in orphans)
+        for tid, history in before.items():  # every epoch checkpointed before the kill is everywhere
+            row, trial = df.loc[tid], by_id[tid]
+            assert row["epochs_run"] >= history[-1]["epoch"]
+            for h in history:
+                assert trial.intermediate_values[h["epoch"]] == pytest.approx(h["test_score"])
+            assert row["best_score"] <= min(h["test_score"] for h in history) + 1e-12
+        for tid in finished_before:
+            row, trial = df.loc[tid], by_id[tid]
+            assert row["status"] == "finished" or (row["role"] != "control" and row["status"] == "stopped (ASHA)")
+            if row["status"] == "finished":
+                assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(row["best_score"])
+        for tid, row in df.iterrows():
+            state = by_id[tid].state.name
+            assert state == ("COMPLETE" if row["status"] == "finished" else "PRUNED"), (tid, row["status"], state)
+        best = tmp_path / "best.yaml"
+        code = subprocess.run(_cli("best", f"{uri}/s3kill", "--out", str(best)), env={**env, "HOME": str(home2)},
+                              capture_output=True, text=True, timeout=120)
+        assert code.returncode == 0, code.stderr[-2000:]
+        doc = yaml.safe_load(best.read_text())
+        assert doc["configs"][0]["score"] == pytest.approx(df["best_score"].min())
+        assert doc["configs"][0]["checkpoint"].startswith("s3://")
+        full = subprocess.run(_cli("train", "--config", str(best), "--epochs", "1", "--storage", uri, "--name", "full"),
+                              env={**env, "HOME": str(home2)}, capture_output=True, text=True, timeout=300)
+        assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
+        assert locate(f"{uri}/full/density.png").is_file()
+    print(f"killed with {finished_before} at their last epoch; resumed statuses {dict(df['status'])}")
 
 
-# ---- atomic checkpoint files (sweeper/checkpointing.py) -------------------------------------------
+def _cli(*args: str) -> list[str]:
+    return [str(RAY_BIN.with_name("idensenet")), *args]
+
+
+def _s3_checkpoints(exp, trial_id: str) -> list[str]:
+    return [n for n in exp.join("train_runs", f"train-{trial_id}").children() if n.startswith("checkpoint_2")]
+
+
+def _s3_checkpoint_epochs(exp) -> dict[str, int]:
+    """Trial id -> the newest epoch its Train run has checkpointed on S3."""
+    return {t: (h[-1]["epoch"] if h else 0) for t, h in _s3_histories(exp).items()}
+
+
+def _s3_histories(exp) -> dict[str, list[dict]]:
+    """Trial id -> the epoch reports in its Train run's latest *registered* checkpoint on S3 (the one
+    Train resumes from; a checkpoint uploaded but not yet registered when the driver died is not)."""
+    from sweeper.trial import checkpointed_history
+
+    return {run[len("train-"):]: checkpointed_history(exp.join("train_runs", run))
+            for run in exp.join("train_runs").children()}
+
+
+# ---- atomic checkpoint files (sweeper/checkpoint.py) -------------------------------------------
 
 
 def _state(epoch: int) -> dict:
@@ -254,7 +382,7 @@ def test_crash_mid_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypat
     state.pt intact and loadable, and no temporary file behind."""
     import torch
 
-    from sweeper import checkpointing as ck
+    from sweeper import checkpoint as ck
 
     ck.save_checkpoint(tmp_path, 0, _state(1), ck.capture_rng(), {"epoch": 1})
     real_save = torch.save
@@ -279,12 +407,12 @@ def test_killed_writer_leaves_only_an_ignored_temp_file(tmp_path: Path) -> None:
     hidden temp file; readers still get the previous complete state.pt, never the partial one."""
     import sys
 
-    from sweeper import checkpointing as ck
+    from sweeper import checkpoint as ck
 
     ck.save_checkpoint(tmp_path, 0, _state(1), ck.capture_rng(), {"epoch": 1})
     script = (
         "import os, signal, sys, torch\n"
-        "from sweeper import checkpointing as ck\n"
+        "from sweeper import checkpoint as ck\n"
         "real = os.replace\n"
         "def die(src, dst):\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

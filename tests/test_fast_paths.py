@@ -1,6 +1,6 @@
 """The fast paths of model/ compute the same maths as the direct formulas (float64, a few ulps).
 
-Each check lives in ``bench/equivalence.py`` (where it also runs as a script); here every one of them
+Each check lives in ``tests/fast_path_checks.py``; here every one of them
 must hold within 1e-9: folded activation scales, the dense layer's folded concatenation weight, the
 power series summed before the probe product, the batched ``update_lipschitz`` against ``refine``
 layer by layer, and channels-last against the contiguous layout.
@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 
-from bench import equivalence
+import fast_path_checks as equivalence
 from model.config import toy_config
 from model.flow import build_model
 from model.spectral_norm import spectral_norm_layers, update_lipschitz

@@ -151,6 +151,17 @@ def test_budget_below_the_smallest_model():
         solve_growth(SMALL, 1000)
 
 
-def test_toy_residual_flow_has_nothing_to_solve():
+def test_toy_residual_flow_width_is_solved_for_all_hidden_layers():
+    """The toy Residual Flow's hidden layers share one solved width: the paper's 128 x 4 at its own
+    count (501,850), 24 at 19,290, and the solved config counts exactly what the solver says."""
+    from search_spaces.solver import solved_config
+
+    assert (nearest_width(toy_config(family="resflow"), 501_850).width,
+            nearest_width(toy_config(family="resflow"), 501_850).count) == (128, 501_850)
+    sol = nearest_width(toy_config(family="resflow"), 19_290)
+    assert (sol.field, sol.width, sol.count) == ("toy_hidden", 24, 19_290)
+    cfg = solved_config(toy_config(family="resflow", toy_hidden=(8, 8)), 5_000, tolerance=0.2)
+    assert len(cfg.toy_hidden) == 2 and len(set(cfg.toy_hidden)) == 1
+    assert count_parameters(cfg) == nearest_width(toy_config(family="resflow", toy_hidden=(8, 8)), 5_000).count
     with pytest.raises(BudgetError):
-        nearest_width(toy_config(family="resflow"), 500_000)
+        solve_growth(toy_config(family="resflow"), 100)

@@ -12,9 +12,9 @@ import pytest
 from model import ModelConfig
 from search_spaces import BUDGETS, SpaceError, count_parameters, load_space, shipped_spaces, space_from_dict
 from search_spaces.cli import main
-from search_spaces.space import DATASETS
+from model.datasets import DATASETS
 
-SHIPPED = ["cifar10-full", "cifar10-small", "digits", "imagenet32", "toy-moons"]
+SHIPPED = ["cifar10-full", "cifar10-small", "demo-moons", "digits", "imagenet32", "toy-moons"]
 
 
 def _write(tmp_path, text: str, name: str = "space.yaml"):
@@ -57,11 +57,15 @@ def test_cifar10_small_space_reproduces_the_paper_growths():
     assert got == {2: 318, 3: 178, 4: 122, 5: 90}
 
 
-def test_dataset_table_matches_the_model_data_module():
-    from model.data import dataset_info
+def test_the_one_dataset_table_describes_what_the_loaders_yield():
+    from model.data import make_loaders
 
-    for name, info in DATASETS.items():
-        assert dataset_info(name) == info
+    for name in ("digits", "moons"):
+        lo = make_loaders(name, None, 10, 10, toy_test_size=10)
+        xb, _ = next(iter(lo.train))
+        assert tuple(xb.shape[1:]) == DATASETS[name].shape == lo.input_shape
+        assert lo.n_levels == DATASETS[name].n_levels
+        assert int(xb.max()) < (DATASETS[name].n_levels or 10**9)
 
 
 def test_toy_space_uses_toy_defaults():
@@ -104,7 +108,7 @@ def test_malformed_space_reports_every_problem_with_its_key_path(tmp_path):
     with pytest.raises(SpaceError) as info:
         load_space(path)
     lines = str(info.value).splitlines()
-    assert lines == info.value.problems
+    assert lines == info.value.lines()
     assert len(lines) == len(MALFORMED_PATHS)
     got = sorted(line.split(": ")[1] for line in lines)
     assert got == sorted(MALFORMED_PATHS)
@@ -127,7 +131,7 @@ INFEASIBLE = """\
 def test_infeasible_combinations_are_errors_naming_the_nearest_counts(tmp_path):
     with pytest.raises(SpaceError) as info:
         load_space(_write(tmp_path, INFEASIBLE))
-    lines = info.value.problems
+    lines = info.value.lines()
     assert len(lines) == 1  # depths 2, 3, 4 fit ±0.5%; depth 5 does not
     assert "search: depth=5, activation=clipswish: no growth within ±0.5% of 8,730,441" in lines[0]
     assert "growth 90 -> 8,628,606 (-1.17%)" in lines[0] and "growth 92 -> 8,839,086 (+1.24%)" in lines[0]
@@ -139,8 +143,8 @@ def test_combination_rules_of_the_model_config_are_checked():
                 search=dict(depth={"choices": [2]}, activation={"choices": ["lipswish", "clipswish"]}))
     with pytest.raises(SpaceError) as info:
         space_from_dict(data)
-    assert len(info.value.problems) == 1
-    assert "fc_growth" in info.value.problems[0]
+    assert len(info.value.lines()) == 1
+    assert "fc_growth" in info.value.lines()[0]
 
 
 def test_searched_count_dimensions_must_be_discrete():
@@ -166,7 +170,7 @@ def test_budget_as_a_number_and_fixed_values_in_search():
 def test_yaml_syntax_error_is_one_line(tmp_path):
     with pytest.raises(SpaceError) as info:
         load_space(_write(tmp_path, "dataset: cifar10\nsearch: {depth: [1, 2\n"))
-    assert len(info.value.problems) == 1 and "YAML syntax error" in info.value.problems[0]
+    assert len(info.value.lines()) == 1 and "YAML syntax error" in info.value.lines()[0]
 
 
 def test_unknown_name_lists_the_shipped_spaces():

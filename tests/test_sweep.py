@@ -1,12 +1,14 @@
-"""An end-to-end sweep on the session's local Ray: ASHA with a diverging trial, best-config export and
-a full run from it (resumed by rerunning it with more epochs).
+"""An end-to-end sweep on the session's local Ray: a control arm, a searched family, an enqueued
+configuration, ASHA stopping trials (asserted), a diverging trial; the Optuna study read back with
+Optuna's own API; best-config export checked against the trial files; and a full run from it
+(resumed by rerunning it with more epochs).
 
-An interrupted sweep resumed with ``--resume`` is tested in ``test_fake_cluster.py``, where the
-sweep's driver is killed outright (SIGKILL) after its first trial finished."""
+Interrupted sweeps (SIGKILL of the driver, ``--resume``, also on S3) are in ``test_fake_cluster.py``."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -17,8 +19,19 @@ from sweeper.cli import main
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TOY_FAST = ["--epochs", "2", "--batch-size", "128", "--train", "steps_per_epoch=3", "--train", "test_size=500"]
-TOLERANCE = 0.015  # toy-moons budget tolerance
+EPOCHS = 3
+# A tiny budget on two moons: family searched, learning rates far below the control's, so searched
+# trials fall behind the control at the first rung and ASHA (grace 1, η = 2) stops them.
+SPACE = {
+    "name": "tiny-family", "dataset": "moons", "tolerance": 0.06,
+    "budget": {"toy_hidden": [20, 20], "blocks_per_scale": [2]},
+    "model": {"blocks_per_scale": [2], "actnorm": False, "fc_blocks": 0},
+    "search": {"family": {"choices": ["idensenet", "resflow"]}, "depth": {"choices": [2]},
+               "lr": {"low": 1.0e-5, "high": 3.0e-5, "log": True}},
+    "train": {"batch_size": 64, "epochs": EPOCHS, "steps_per_epoch": 4, "test_size": 400, "lr": 1.0e-2},
+    "baselines": ["resflow"],
+}
+ENQUEUE = [{"label": "known-good", "model": {"family": "idensenet", "depth": 2}, "train": {"lr": 1.0e-2}}]
 
 
 def _study(exp: Path):
@@ -43,39 +56,106 @@ def _wait_resources_released(timeout_s: float = 90.0) -> bool:
     return False
 
 
-def test_asha_sweep_with_diverging_trial_best_and_full_run(ray_session, tmp_path, capsys):
-    from sweeper.results import results_table
-
-    storage = tmp_path / "runs"
-    code = main(["sweep", "--space", "toy-moons", "--trials", "4", *TOY_FAST, "--storage", str(storage),
+@pytest.fixture(scope="module")
+def sweep(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    (root / "enqueue.yaml").write_text(yaml.safe_dump(ENQUEUE))
+    storage = root / "runs"
+    code = main(["sweep", "--space", str(root / "space.yaml"), "--trials", "6", "--storage", str(storage),
                  "--name", "asha", "--grace-period", "1", "--reduction-factor", "2", "--max-concurrent", "2",
-                 "--inject-nan-trials", "1"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    exp = storage / "asha"
-    df = results_table(str(exp))
-    assert len(df) == 4
-    assert (df["budget_dev_pct"].abs() <= 100 * TOLERANCE).all()
-    assert sorted(df["status"].value_counts().index) <= ["diverged", "finished", "stopped (ASHA)"]
+                 "--enqueue", str(root / "enqueue.yaml"), "--inject-nan-trials", "3"])
+    return code, root, storage / "asha"
+
+
+def test_sweep_table_control_arm_and_asha(sweep, capsys):
+    from search_spaces import count_parameters, load_space
+    from model import ModelConfig
+    from sweeper.results import results_table
+    from sweeper.storage import locate
+
+    code, root, exp = sweep
+    assert code == 0
+    df = results_table(locate(str(exp)))
+    space = load_space(str(root / "space.yaml"))
+    assert len(df) == 6
+    assert (df["budget_dev_pct"].abs() <= 100 * space.budget.tolerance).all()
+    assert set(df["status"]) <= {"diverged", "finished", "stopped (ASHA)"}
     assert (df["status"] == "diverged").sum() == 1
-    assert (df["status"] == "finished").sum() >= 1
+    assert (df["status"] == "stopped (ASHA)").sum() >= 1, df[["trial", "status", "best_score"]]
+    control = df[df["role"] == "control"].iloc[0]
+    assert control["param_count"] == space.budget.params and control["status"] == "finished"
+    assert control["vs_control"] == 0.0 and df["vs_control"].notna().sum() >= 4
+    assert (df["role"] == "enqueued").sum() == 1 and (df["role"] == "search").sum() == 4
     for name in ("results.csv", "results.parquet", "scores.png", "densities.png"):
         assert (exp / name).is_file(), name
-    study = _study(exp)
-    assert len(study.trials) == 4
-    assert {t.user_attrs["tune_trial_id"] for t in study.trials} == set(df["trial"])
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
-    assert [t.user_attrs["diverged"] for t in study.trials if t.number == 1] == [True]
-    assert _wait_resources_released(), "ASHA-stopped trials must give their workers back (ray-notes P1)"
+    # every Residual Flow the search proposed: a solved width within tolerance, built to its count
+    import torch
 
+    from model.flow import build_model
+
+    for trial_dir in exp.glob("trial_*"):
+        cfg = json.loads((trial_dir / "params.json").read_text())
+        m = ModelConfig.from_dict(cfg["run"]["model"])
+        if m.family == "resflow":
+            assert cfg["trial"]["width_field"] == "toy_hidden" and len(set(m.toy_hidden)) == 1
+            assert abs(cfg["trial"]["budget_deviation"]) <= space.budget.tolerance
+            torch.manual_seed(0)
+            assert build_model(m).num_parameters() == count_parameters(m) == cfg["trial"]["param_count"]
+    assert _wait_resources_released(), "ASHA-stopped trials must give their workers back"
+
+
+def test_the_study_was_told_the_truth(sweep):
+    import optuna
+
+    from sweeper.results import results_table
+    from sweeper.storage import locate
+
+    _, _, exp = sweep
+    df = results_table(locate(str(exp))).set_index("trial")
+    study = _study(exp)
+    assert len(study.trials) == 6
+    assert [t.user_attrs["role"] for t in study.trials[:2]] == ["control", "enqueued"]  # fixed trials first
+    assert study.trials[1].user_attrs["label"] == "known-good" and study.trials[1].params["model/depth"] == 2
+    for t in study.trials:
+        row = df.loc[t.user_attrs["tune_trial_id"]]
+        assert t.user_attrs["param_count"] == row["param_count"]
+        values = [v for v in [t.value, *t.intermediate_values.values()] if v is not None]
+        assert all(math.isfinite(v) and v < 100 for v in values), values  # no sentinel in the study
+        if row["status"] == "stopped (ASHA)":
+            assert t.state == optuna.trial.TrialState.PRUNED
+            assert sorted(t.intermediate_values) == list(range(1, int(row["epochs_run"]) + 1))
+        elif row["status"] == "finished":
+            assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(row["best_score"])
+            assert sorted(t.intermediate_values) == list(range(1, EPOCHS + 1))
+        else:
+            assert row["status"] == "diverged" and t.state == optuna.trial.TrialState.FAIL and t.value is None
+    assert {t.state.name for t in study.trials} >= {"PRUNED", "COMPLETE", "FAIL"}
+
+
+def test_best_against_the_trial_files_and_a_full_run(sweep, tmp_path, capsys):
+    from sweeper.checkpoint import META_FILE
+
+    _, _, exp = sweep
     best = tmp_path / "best.yaml"
     assert main(["best", str(exp), "--top", "2", "--out", str(best)]) == 0
     doc = yaml.safe_load(best.read_text())
     assert [e["rank"] for e in doc["configs"]] == [1, 2]
     assert doc["configs"][0]["score"] <= doc["configs"][1]["score"]
-    assert all(e["status"] != "diverged" and Path(e["checkpoint"]).is_dir() for e in doc["configs"])
-    ok = df[df["status"] != "diverged"]
-    assert doc["configs"][0]["score"] == pytest.approx(ok["best_score"].min())
+    # each entry is what its trial ran (params.json) and the score its checkpoint recorded
+    scored = {}
+    for trial_dir in exp.glob("trial_*"):
+        cfg = json.loads((trial_dir / "params.json").read_text())
+        rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        scores = [r["test_score"] for r in rows if not r.get("diverged")]
+        scored[rows[0]["trial_id"]] = (cfg["run"], min(scores) if scores else math.inf)
+    assert doc["configs"][0]["score"] == pytest.approx(min(s for _, s in scored.values()))
+    for e in doc["configs"]:
+        run, score = scored[e["trial_id"]]
+        assert e["run"] == run and e["score"] == pytest.approx(score)
+        meta = json.loads((Path(e["checkpoint"]) / META_FILE).read_text())
+        assert meta["history"][-1]["epoch"] == e["best_epoch"]
+        assert meta["history"][-1]["test_score"] == pytest.approx(e["score"])
 
     full = tmp_path / "full"
     args = ["train", "--config", str(best), "--rank", "2", "--epochs", "1", "--workers", "1",
@@ -84,11 +164,13 @@ def test_asha_sweep_with_diverging_trial_best_and_full_run(ray_session, tmp_path
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "final test NLL" in out and (full / "r2" / "density.png").is_file()
-    first = json.loads((full / "r2" / "last_report.json").read_text())
-    assert first["epoch"] == 1
     # the same command with more epochs resumes the run: epoch 2 continues the iteration count
     args[args.index("--epochs") + 1] = "2"
     assert main(args) == 0
-    assert "resuming run" in capsys.readouterr().out
-    second = json.loads((full / "r2" / "last_report.json").read_text())
-    assert second["epoch"] == 2 and second["iterations"] == 2 * first["iterations"]
+    out = capsys.readouterr().out
+    assert "resuming run" in out and "at epoch 2" in out
+    from sweeper.checkpoint import load_state
+
+    ckpt = sorted(p for p in (full / "r2").glob("checkpoint_*") if p.is_dir())[-1]
+    state = load_state(ckpt)
+    assert state["epoch"] == 2 and state["step"]["iteration"] == 2 * state["history"][0]["iterations"]

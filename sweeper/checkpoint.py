@@ -2,12 +2,12 @@
 
 A checkpoint folder holds
 
-* ``state.pt`` (rank 0): model weights and buffers, the EMA shadow parameters, the optimiser state,
-  the iteration counter (which drives the linear warm-up lr·min((itr+1)/1000, 1)), the number of
-  finished epochs, the best test score so far, the model config dict and the train config dict;
+* ``state.pt`` (rank 0): model weights and buffers, the training step's state (optimiser, EMA shadow
+  parameters, the iteration counter that drives the warm-up), the number of finished epochs, every
+  epoch's report so far (``history``) and the run config dict (:class:`model.run_config.RunConfig`);
 * ``rng_rank<r>.pt`` (every rank r): that process's torch (CPU and CUDA), numpy and python RNG states,
   so the Russian-roulette draws, Hutchinson probes and dequantisation noise continue exactly;
-* ``meta.json`` (rank 0): a human-readable summary (epoch, scores, configs).
+* ``meta.json`` (rank 0): the same without tensors, human-readable.
 
 Every file is written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a crash never leaves a truncated file behind.
@@ -28,7 +28,7 @@ from .storage import atomic_write_file
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 def rng_file(rank: int) -> str:
@@ -95,26 +95,22 @@ def load_rng(directory: str | os.PathLike[str], rank: int) -> dict[str, Any] | N
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def load_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(directory) / META_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def load_model(directory: str | os.PathLike[str], use_ema: bool = True):
     """Rebuild the flow a checkpoint describes and load its weights (EMA weights when present).
 
     Returns ``(model, state)`` with the model in eval mode on the CPU.
     """
-    from model.config import ModelConfig
     from model.flow import build_model
+    from model.run_config import RunConfig
 
     state = load_state(directory)
-    model = build_model(ModelConfig.from_dict(state["model_config"]))
+    model = build_model(RunConfig.from_dict(state["run"]).model)
     model.load_state_dict(state["model"])
-    if use_ema and state.get("ema"):
+    ema = state["step"].get("ema") if use_ema else None
+    if ema:
         named = dict(model.named_parameters())
         with torch.no_grad():
-            for name, value in state["ema"].items():
+            for name, value in ema.items():
                 named[name].copy_(value)
     model.eval()
     return model, state

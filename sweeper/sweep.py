@@ -1,0 +1,316 @@
+"""A sweep: the settings, the Tuner (the searcher proposes, ASHA stops, each trial trains
+data-parallel), and resuming it.
+
+``run_sweep`` validates everything it can before the experiment folder exists and (for a local
+instance) before Ray starts, sizes the trials that run at once from what the cluster can reach, and
+continues an interrupted sweep with ``Tuner.restore`` (finished trials are not run again; unfinished
+and errored ones continue from their Train run's latest checkpoint).
+
+ASHA (``time_attr="epoch"``: Tune's own iteration count restarts after a restore) keeps about 1/η of
+the trials at each rung g, g·η, g·η², … below the last epoch R; N trials then cost about
+N·g·(1 + (1 − 1/η)·log_η(R/g)) trial-epochs instead of N·R. Baselines are never stopped (their
+scores still enter the rungs, as the mark the others are held to), and a restored scheduler first
+refills its rungs with every epoch the experiment had recorded (Tune saves no scheduler state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import tune
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from model.data import require_dataset
+from model.errors import UserError
+
+from .placement import connect_ray, plan
+from .search import METRIC, MODE, StudySearcher, open_study
+from .settings import SweepSettings, load_space_text, space_text
+from .storage import check_writable, experiment_location, locate, storage_errors
+from .trial import make_trainable
+
+BASELINE_ROLES = ("control", "baseline")
+DEFAULT_REDUCTION = 3.0
+
+
+@dataclass
+class SweepOptions:
+    """What ``idensenet sweep`` was asked for (the CLI's options, validated there)."""
+
+    space: str = "toy-moons"
+    trials: int = 4
+    workers_per_trial: int = 1
+    gpu: bool = False
+    epochs: int | None = None
+    storage: str = "ray_results"
+    name: str | None = None
+    grace_period: int | None = None
+    reduction_factor: float | None = None
+    max_concurrent: int | None = None
+    cpus_per_worker: float | None = None
+    seed: int = 0
+    sampler: str = "tpe"  # or "random" (the search-efficiency benchmark's baseline arm)
+    resume: bool = False
+    smoke_test: bool = False
+    batch_size: int | None = None
+    data_root: str | None = None
+    address: str | None = None
+    time_budget_s: float | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    enqueue: str | None = None
+    worker_max_failures: int = 1
+    trial_max_failures: int = 1
+    cluster_config: str | None = None
+    shared_storage: bool = False
+    cpu_if_no_cuda: bool = False
+    inject_nan_trials: list[int] = field(default_factory=list)
+    verbose: bool = False
+
+
+@dataclass
+class SweepOutcome:
+    experiment: str
+    trials: int  # planned
+    errors: int
+    ended: bool  # every planned trial ended (none still pending or interrupted)
+    wall_s: float
+
+
+def forced_train(opts: SweepOptions, is_toy: bool) -> dict[str, Any]:
+    """The train values every trial gets, whatever the space says: ``--epochs``, ``--batch-size``,
+    ``--data-root``, ``--seed``, ``--smoke-test`` and ``--train KEY=VALUE`` (last wins)."""
+    out: dict[str, Any] = {"seed": opts.seed}
+    if opts.smoke_test:
+        out.update(epochs=2, steps_per_epoch=5, test_size=1000 if is_toy else 64)
+        if not is_toy:
+            out.update(batch_size=16 * opts.workers_per_trial, test_batch_size=32 * opts.workers_per_trial)
+    if opts.epochs is not None:
+        out["epochs"] = opts.epochs
+    if opts.batch_size is not None:
+        out["batch_size"] = opts.batch_size
+    if opts.data_root is not None:  # absolute: workers on other nodes or in other folders read it
+        out["data_root"] = os.path.abspath(os.path.expanduser(opts.data_root))
+    out.update(opts.train_overrides)
+    return out
+
+
+def default_grace(epochs: int, reduction: float) -> int:
+    """About three rungs below the last epoch: g = ⌈R/η²⌉ (R = 10, η = 3: rungs at 2 and 6)."""
+    return max(1, min(epochs, math.ceil(epochs / reduction**2)))
+
+
+def build_settings(opts: SweepOptions, exp: Location) -> SweepSettings:
+    """Everything the sweep needs, validated, before anything is created."""
+    from search_spaces.space import fixed_trials_from_file
+
+    name, text = space_text(opts.space)
+    space = load_space_text(name, text, opts.space)
+    is_toy = space.train_config().is_toy
+    forced = forced_train(opts, is_toy)
+    try:
+        train = space.train_config(forced)  # the forced values must make a valid train config
+    except UserError as err:
+        raise UserError(f"train config: {err.summary()}") from None
+    if train.batch_size % opts.workers_per_trial:
+        raise UserError(f"batch size {train.batch_size} is not a multiple of --workers-per-trial {opts.workers_per_trial}")
+    require_dataset(train.data, train.data_root)
+    fixed = [*space.baselines, *space.enqueued]
+    if opts.enqueue:
+        fixed += fixed_trials_from_file(space, opts.enqueue)
+    if len(fixed) > opts.trials:
+        raise UserError(f"--trials {opts.trials} is fewer than the {len(fixed)} baseline and enqueued trials "
+                        f"({', '.join(f.label for f in fixed)})")
+    reduction = opts.reduction_factor or float(space.schedule.get("reduction_factor", DEFAULT_REDUCTION))
+    grace = opts.grace_period or space.schedule.get("grace_period") or default_grace(train.epochs, reduction)
+    if opts.smoke_test and not opts.grace_period:
+        grace = 1
+    searched = opts.trials - len(fixed)
+    return SweepSettings(
+        name=exp.name, experiment=exp.uri, space_name=space.name, space_yaml=text, data=train.data,
+        is_toy=is_toy, epochs=train.epochs, trials=opts.trials, seed=opts.seed, sampler=opts.sampler, grace_period=min(grace, train.epochs),
+        reduction_factor=reduction, train_overrides=forced, fixed=[f.to_dict() for f in fixed],
+        n_startup_trials=max(2, min(10, searched // 3)), cpu_if_no_cuda=opts.cpu_if_no_cuda,
+        worker_max_failures=opts.worker_max_failures, trial_max_failures=opts.trial_max_failures,
+        time_budget_s=opts.time_budget_s, inject_nan_trials=list(opts.inject_nan_trials),
+    )
+
+
+def run_sweep(opts: SweepOptions) -> SweepOutcome:
+    """Validate, connect to (or start) Ray, run or resume the sweep, and say how it ended."""
+    t0 = time.time()
+    if opts.resume and not opts.name:
+        raise UserError("--resume needs the --name of the sweep to continue")
+    name = opts.name or f"{os.path.splitext(os.path.basename(opts.space))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp = experiment_location(opts.storage, name)
+    check_writable(opts.storage)
+    if opts.resume:
+        with storage_errors(f"experiment {exp.uri}"):
+            settings = SweepSettings.load(exp)
+        connect_ray(opts.address, settings.shape.get("use_gpu", False), opts.verbose)
+        if not tune.Tuner.can_restore(exp.uri):
+            raise UserError(f"no restorable Tune experiment at {exp.uri}")
+        print(f"resuming sweep {exp.uri}", flush=True)
+        tuner = tune.Tuner.restore(exp.uri, trainable=make_trainable(settings), resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        with storage_errors(f"experiment {exp.uri}"):
+            exists = exp.exists()
+        if exists:
+            raise UserError(f"experiment {exp.uri} already exists; pass --resume to continue it or choose another --name")
+        settings = build_settings(opts, exp)
+        shape, concurrency = plan(opts.workers_per_trial, opts.gpu, opts.cpus_per_worker, opts.trials,
+                                  opts.max_concurrent, opts.address, opts.storage, opts.cluster_config,
+                                  opts.shared_storage, opts.verbose)
+        settings = dataclasses.replace(settings, shape=shape.to_dict(), max_concurrent=concurrency,
+                                       device="cuda" if opts.gpu else "cpu")
+        searcher = StudySearcher(settings)
+        with storage_errors(f"experiment {exp.uri} cannot be created"):
+            exp.makedirs()
+            settings.save(exp)
+            searcher.prepare()
+        tuner = new_tuner(settings, searcher)
+        print(f"sweep {exp.uri}: {settings.trials} trials of space {settings.space_name!r} "
+              f"({len(settings.fixed)} baseline/enqueued first), {shape.workers} worker(s) each, "
+              f"{concurrency} at a time, {settings.epochs} epochs, ASHA grace {settings.grace_period} "
+              f"epoch(s), reduction {settings.reduction_factor:g}", flush=True)
+    grid = tuner.fit()
+    from .results import all_trials_ended
+
+    ended = all_trials_ended(exp, settings.trials)
+    if ended:
+        fail_orphans(settings)
+    errors = sum(1 for r in grid if r.error is not None)
+    return SweepOutcome(exp.uri, settings.trials, errors, ended, time.time() - t0)
+
+
+def fail_orphans(settings: SweepSettings) -> None:
+    """Optuna trials still RUNNING when every Tune trial has ended belong to none (asked just
+    before an interruption whose snapshot predates them): they end FAIL."""
+    from optuna.trial import TrialState
+
+    from .search import upload_journal
+
+    study = open_study(settings)
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in orphans:
+        study.tell(t.number, state=TrialState.FAIL)
+    if orphans:
+        upload_journal(settings)
+
+
+class ControlASHA(ASHAScheduler):
+    """ASHA that never stops a baseline and refills its rungs after a restore (module docstring)."""
+
+    def __init__(self, experiment: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._experiment = experiment
+        self._seeded = True
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._seeded = False  # unpickled: a restored sweep
+
+    def seed_rungs(self, scores: dict[str, list[tuple[int, float]]]) -> None:
+        """Record each trial's scores in the rungs as if they had just been reported (no decisions)."""
+        for trial_id, epochs in scores.items():
+            stub = type("RecordedTrial", (), {"trial_id": trial_id})()
+            for epoch, score in sorted(epochs):
+                if math.isfinite(score):
+                    for bracket in self._brackets:
+                        bracket.on_result(stub, epoch, self._metric_op * score)
+
+    def on_trial_add(self, tune_controller, trial) -> None:  # noqa: ANN001
+        super().on_trial_add(tune_controller, trial)
+        if not self._seeded:
+            from .results import recorded_scores
+
+            self._seeded = True
+            self.seed_rungs(recorded_scores(self._experiment))
+
+    def on_trial_result(self, tune_controller, trial, result) -> str:  # noqa: ANN001
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if (trial.config.get("trial") or {}).get("role") in BASELINE_ROLES:
+            return TrialScheduler.CONTINUE
+        return decision
+
+
+class ProgressPrinter(Callback):
+    """One line per trial event: ``[  12.3s] <id> epoch 3/10  test NLL 2.91 (best 2.90)  train 2.95  4.1 s``."""
+
+    def __init__(self, epochs: int, label: str) -> None:
+        self.epochs, self.label, self._t0 = epochs, label, time.time()
+
+    def _say(self, text: str) -> None:
+        print(f"[{time.time() - self._t0:7.1f}s] {text}", file=sys.stdout, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._say(f"{trial.trial_id} started: {describe(trial.config)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+        if result.get("replayed") or "epoch" not in result:
+            return
+        if result.get("diverged"):
+            self._say(f"{trial.trial_id} epoch {result['epoch']}/{self.epochs}  DIVERGED (non-finite loss)")
+            return
+        self._say(f"{trial.trial_id} epoch {result['epoch']}/{self.epochs}  {self.label} {result['test_score']:.4f} "
+                  f"(best {result.get('best_test_score', math.nan):.4f})  train {result.get('train_loss', math.nan):.4f}"
+                  f"  {result.get('epoch_seconds', 0.0):.1f} s")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        last = trial.last_result or {}
+        epoch = int(last.get("epoch", 0))
+        status = ("diverged" if last.get("diverged") else
+                  "finished" if epoch >= self.epochs else f"stopped by ASHA after {epoch} epoch(s)")
+        best = last.get("best_test_score")
+        self._say(f"{trial.trial_id} {status}" + (f", best {best:.4f}" if best is not None else ""))
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        from .trial import cause_line
+
+        self._say(f"{trial.trial_id} ERROR: {cause_line(trial.error_message or '')} (details in {trial.path})")
+
+
+def describe(config: dict[str, Any]) -> str:
+    """``control resflow: resflow toy_hidden=24 params=19,290 dev=+0.00%`` for a trial config."""
+    m = (config.get("run") or {}).get("model") or {}
+    info = config.get("trial") or {}
+    head = info.get("role", "search") + (f" {info['label']}" if info.get("label") else "")
+    arch = (f"depth={m.get('depth')} growth={m.get('growth')}" if m.get("family") == "idensenet"
+            else f"{info.get('width_field', 'hidden')}={info.get('width')}")
+    text = f"{head}: {m.get('family')} {arch} act={m.get('activation')} params={info.get('param_count', 0):,}"
+    if info.get("budget_deviation") is not None:
+        text += f" dev={100 * float(info['budget_deviation']):+.2f}%"
+    return text
+
+
+def trial_name(trial) -> str:  # noqa: ANN001
+    """Short trial folder names (Tune's default embeds the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def new_tuner(settings: SweepSettings, searcher: StudySearcher):
+    loc = locate(settings.experiment)
+    scheduler = ControlASHA(
+        settings.experiment, time_attr="epoch", max_t=settings.epochs, grace_period=settings.grace_period,
+        reduction_factor=settings.reduction_factor, stop_last_trials=False,
+    )
+    return tune.Tuner(
+        make_trainable(settings),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler, num_samples=settings.trials,
+            max_concurrent_trials=settings.max_concurrent, time_budget_s=settings.time_budget_s,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=loc.name, storage_path=loc.parent_uri,
+            failure_config=tune.FailureConfig(max_failures=settings.trial_max_failures),
+            callbacks=[ProgressPrinter(settings.epochs, "test NLL" if settings.is_toy else "test bpd")], verbose=0,
+        ),
+    )

@@ -1,0 +1,209 @@
+"""The loop every Ray Train worker runs: a thin adapter between Ray and :class:`model.train_step.TrainStep`.
+
+What it adds to the step: Ray's context (rank, world size, device), resuming from
+``ray.train.get_checkpoint()``, one ``ray.train.report`` per epoch on every rank with a checkpoint
+(see :mod:`sweeper.checkpoint`), and a return value (rank 0's summary, ``Result.return_value``).
+
+``config`` (the Train loop config): ``run`` (a :class:`model.run_config.RunConfig` dict), ``device``
+("cpu" or "cuda"), and optionally ``cpu_if_no_cuda`` (tests on fake GPUs), ``inject_nan_at_epoch``
+(tests: the weights become NaN at the start of that 1-based epoch) and ``tensorboard_dir``.
+
+DDP averages gradients over the workers, so W workers with B/W each follow the update of one
+process with batch B; every rank draws the same Russian-roulette lengths (one generator seeded
+alike everywhere: the authors' one draw per minibatch and block), and each rank its own probes and
+dequantisation noise. Each epoch's report: the test score with the EMA weights (summed over every
+worker's shard), and ``param_crc``, a checksum of this rank's parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import tempfile
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.errors import UserError
+from model.flow import Flow, build_model
+from model.iresblock import InvertibleResBlock
+from model.run_config import RunConfig
+from model.train_step import TrainStep, all_reduce_sum, distributed, evaluate, model_input
+
+from .checkpoint import capture_rng, load_rng, load_state, restore_rng, save_checkpoint
+
+def choose_device(request: str, cpu_if_no_cuda: bool = False) -> torch.device:
+    """The worker's device; a GPU asked for where CUDA is unusable is an error naming this node."""
+    if request != "cuda":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)
+        return device
+    if cpu_if_no_cuda:
+        return torch.device("cpu")
+    raise UserError(f"node {socket.gethostname()}: --gpu asked for a GPU, but this worker has no usable CUDA "
+                    f"device (torch {torch.__version__}, CUDA {torch.version.cuda}, "
+                    f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, "
+                    f"{torch.cuda.device_count()} device(s) visible)")
+
+
+def _seed(*parts: Any) -> int:
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def param_crc(model: nn.Module) -> int:
+    """CRC-32 of the bytes of every parameter, in order (ranks that agree bit for bit agree here)."""
+    crc = 0
+    for p in model.parameters():
+        crc = zlib.crc32(p.detach().cpu().contiguous().numpy().tobytes(), crc)
+    return crc
+
+
+def _share_roulette(model: Flow, seed: int) -> torch.Generator:
+    gen = torch.Generator().manual_seed(_seed(seed, "roulette"))
+    for block in model.modules():
+        if isinstance(block, InvertibleResBlock):
+            block.roulette_generator = gen
+    return gen
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP over the process group (its constructor broadcasts rank 0's parameters and buffers). Every
+    parameter that trains takes part in every step, so DDP need not search for unused ones."""
+    if not distributed():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _tensorboard(path: str | None, rank: int):
+    if rank != 0 or not path:
+        return None
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(path)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train entry point; returns rank 0's summary ``{status, epochs, best_test_score, history}``."""
+    import ray.train
+    from model.data import make_loaders, set_epoch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    run = RunConfig.from_dict(config["run"])
+    m, t = run.model, run.train
+    device = choose_device(config.get("device", "cpu"), bool(config.get("cpu_if_no_cuda")))
+    metric_name = "test_nll" if m.is_toy else "test_bpd"
+
+    torch.manual_seed(t.seed)  # identical initial weights (and spectral-norm vectors) on every rank
+    model = build_model(m).to(device)
+    roulette = _share_roulette(model, t.seed)
+    loaders = make_loaders(
+        t.data, t.data_root, t.batch_size, t.test_batch_size, rank, world, seed=t.seed,
+        num_workers=t.loader_workers, toy_batches_per_epoch=t.steps_per_epoch or 100,
+        **({"toy_test_size": t.test_size} if m.is_toy and t.test_size else {}),
+    )
+    step = TrainStep(model, t)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = load_state(d, map_location=device)
+            rng = load_rng(d, rank)
+        model.load_state_dict(state["model"])
+        step.load_state_dict(state["step"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        if rng is not None:
+            restore_rng(rng, device)
+            roulette.set_state(rng["roulette"])
+        else:  # the run that wrote it had fewer ranks
+            torch.manual_seed(_seed(t.seed + start_epoch, rank))
+    else:
+        torch.manual_seed(_seed(t.seed, rank))
+        np.random.seed(_seed(t.seed, rank) % 2**32)
+        set_epoch(loaders, 0)
+        xb, _ = next(iter(loaders.train))
+        model.initialize(model_input(xb, model, device))  # ActNorm from the (global) first batch
+    step.forward = _wrap_ddp(model, device)
+    writer = _tensorboard(config.get("tensorboard_dir"), rank)
+    test_cap = -(-t.test_size // world) if (t.test_size and not m.is_toy) else None
+    best = min((h["test_score"] for h in history), default=math.inf)
+    status = "finished"
+
+    for epoch in range(start_epoch, t.epochs):
+        t0 = time.perf_counter()
+        set_epoch(loaders, epoch)
+        model.train()
+        if config.get("inject_nan_at_epoch") == epoch + 1:
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(math.nan)
+        loss_sum, n_steps, finite, last = 0.0, 0, True, None
+        for i, (xb, _) in enumerate(loaders.train):
+            if t.steps_per_epoch is not None and not m.is_toy and i >= t.steps_per_epoch:
+                break
+            last = step(xb, hold_concat=epoch < m.lc_start_epoch)
+            if not last.finite:
+                finite = False
+                break
+            loss_sum += last.loss
+            n_steps += 1
+        loss_total, steps_total = all_reduce_sum([loss_sum, float(n_steps)], device)
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1, "train_loss": loss_total / steps_total if steps_total else math.nan,
+            "param_count": model.num_parameters(), "iterations": step.iteration,
+            "lr": last.lr if last else t.lr, "grad_norm": last.grad_norm if last else math.nan,
+        }
+        if finite:
+            with step.ema.swapped_in():
+                score, n_test = evaluate(model, loaders.test, device, t.eval_sn_iters, test_cap)
+            finite = math.isfinite(score)
+        if not finite:  # the trial ends here; the score is NaN, never a stand-in number
+            metrics.update({"test_score": math.nan, metric_name: math.nan, "best_test_score": best,
+                            "diverged": True, "test_examples": 0, "epoch_seconds": time.perf_counter() - t0})
+            history.append(metrics)
+            ray.train.report(metrics)
+            status = "diverged"
+            break
+        best = min(best, score)
+        metrics.update({"test_score": score, metric_name: score, "best_test_score": best, "diverged": False,
+                        "test_examples": n_test, "epoch_seconds": time.perf_counter() - t0,
+                        "param_crc": param_crc(model)})
+        history.append(metrics)
+        if writer is not None:
+            for k in ("test_score", "train_loss", "best_test_score", "lr", "grad_norm"):
+                writer.add_scalar(k, metrics[k], epoch + 1)
+            writer.flush()
+        _report_with_checkpoint(rank, device, roulette, metrics, {
+            "model": model.state_dict(), "step": step.state_dict(),
+            "epoch": epoch + 1, "history": history, "run": run.to_dict(), "world_size": world,
+        })
+    if writer is not None:
+        writer.close()
+    if rank != 0:
+        return None
+    if history and history[-1].get("diverged"):
+        status = "diverged"
+    return {"status": status, "epochs": history[-1]["epoch"] if history else 0,
+            "best_test_score": best if math.isfinite(best) else None, "history": history}
+
+
+def _report_with_checkpoint(rank: int, device: torch.device, roulette: torch.Generator,
+                            metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory(prefix="idn-ckpt-") as d:
+        meta = {k: v for k, v in state.items() if k not in ("model", "step")} if rank == 0 else None
+        rng = {**capture_rng(device), "roulette": roulette.get_state()}
+        save_checkpoint(d, rank, state if rank == 0 else None, rng, meta)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
