@@ -1,0 +1,93 @@
+"""``idensenet eta CHECKPOINT``: the learned concatenation weights of a checkpoint (paper Figure 10).
+
+Each dense layer outputs [η̂₁·x, η̂₂·φ(Wx)] with η = softplus(K) + 0.1 and η̂ = lip_coeff·η/‖η‖
+(paper §3.3, eq. 9). This writes one heatmap per η̂ (rows: the blocks, scale by scale and then the
+fully connected blocks; columns: the dense layers of a block) as ``eta.png`` and every value as
+``eta.csv`` (scale, block, layer, eta1_hat, eta2_hat). Weights are the checkpoint's EMA weights, the
+ones it is evaluated with. CHECKPOINT is a checkpoint folder (local or a URI) of a sweep trial or a
+full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+
+def eta_rows(model) -> list[dict[str, Any]]:  # noqa: ANN001
+    """(scale, block, layer, η̂₁, η̂₂) of every dense layer, in flow order; ``scale`` is "fc" for
+    the fully connected blocks after the last scale."""
+    from model.dense import DenseFCNet, dense_layers
+    from model.iresblock import InvertibleResBlock
+    from model.layers import Squeeze
+
+    rows, scale, block = [], 1, 0
+    for step in model.steps:
+        if isinstance(step, Squeeze):
+            scale, block = scale + 1, 0
+        if not isinstance(step, InvertibleResBlock):
+            continue
+        where = "fc" if isinstance(step.net, DenseFCNet) else str(scale)
+        block += 1
+        for i, layer in enumerate(dense_layers(step), start=1):
+            e1, e2 = (float(v) for v in layer.eta_hat().detach())
+            rows.append({"scale": where, "block": block, "layer": i, "eta1_hat": e1, "eta2_hat": e2})
+    return rows
+
+
+def figure(rows: list[dict[str, Any]], path: str, title: str) -> None:
+    import numpy as np
+
+    from .plots import _plt, _save
+
+    plt = _plt()
+    blocks = list(dict.fromkeys((r["scale"], r["block"]) for r in rows))
+    layers = max(r["layer"] for r in rows)
+    fig, axes = plt.subplots(1, 2, figsize=(2 + 0.5 * layers * 2, 1 + 0.22 * len(blocks)), squeeze=False)
+    for ax, key, name in zip(axes[0], ("eta1_hat", "eta2_hat"), ("η̂₁ (input x)", "η̂₂ (new features φ(Wx))")):
+        grid = np.full((len(blocks), layers), np.nan)
+        for r in rows:
+            grid[blocks.index((r["scale"], r["block"])), r["layer"] - 1] = r[key]
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks(range(layers), [str(i + 1) for i in range(layers)], fontsize=6)
+        ax.set_xlabel("dense layer", fontsize=7)
+        ax.set_yticks(range(len(blocks)), [f"{'FC' if s == 'fc' else 's' + s} b{b}" for s, b in blocks], fontsize=5)
+        fig.colorbar(im, ax=ax, fraction=0.05)
+    fig.suptitle(title, fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="idensenet eta", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="a checkpoint folder (path or URI) of a sweep trial or a full run")
+    p.add_argument("--out", default=".", help="folder for eta.png and eta.csv (default: here)")
+    args = p.parse_args(argv)
+    from model.errors import UserError
+
+    from .checkpoint import STATE_FILE, load_model
+    from .storage import locate
+
+    try:
+        ckpt = locate(args.checkpoint)
+        if not ckpt.join(STATE_FILE).is_file():
+            raise UserError(f"{args.checkpoint}: not a checkpoint folder (no {STATE_FILE})")
+        with ckpt.local_copy() as d:
+            model, state = load_model(d)
+        rows = eta_rows(model)
+        if not rows:
+            raise UserError(f"{args.checkpoint}: this model has no dense layers (a Residual Flow?)")
+        os.makedirs(args.out, exist_ok=True)
+    except (UserError, OSError) as err:
+        print(f"idensenet: error: {err}", file=sys.stderr)
+        return 2
+    import pandas as pd
+
+    csv, png = os.path.join(args.out, "eta.csv"), os.path.join(args.out, "eta.png")
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    figure(rows, png, f"{args.checkpoint.rstrip('/').split('/')[-1]}, epoch {state.get('epoch')}")
+    print(f"{len(rows)} dense layers\nvalues: {csv}\nfigure: {png}")
+    return 0
