@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("results", help="table (CSV + Parquet beside the experiment) and score plot")
     r.add_argument("experiment", metavar="NAME_OR_PATH")
     r.add_argument("--storage", default="ray_results")
+    r.add_argument("--plots", action="store_true",
+                   help="also Optuna's views: importance (at equal fidelity), parallel coordinates, scores by family")
     b = sub.add_parser("best", help="write the K best complete run configs as YAML")
     b.add_argument("experiment", metavar="NAME_OR_PATH")
     b.add_argument("--top", type=POSITIVE, default=1)
@@ -202,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "results":
             from .results import cmd_results
 
-            return cmd_results(args.experiment, args.storage)
+            return cmd_results(args.experiment, args.storage, args.plots)
         if args.command == "best":
             return cmd_best(args)
         if args.command == "train":

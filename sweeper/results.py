@@ -318,7 +318,7 @@ def format_table(df) -> str:
         return shown.to_string(index=False, na_rep="-")
 
 
-def cmd_results(name_or_path: str, storage: str) -> int:
+def cmd_results(name_or_path: str, storage: str, plots: bool = False) -> int:
     exp = resolve_experiment(name_or_path, storage)
     df = results_table(exp)
     print(format_table(df))
@@ -327,7 +327,11 @@ def cmd_results(name_or_path: str, storage: str) -> int:
         if line:
             print(line)
     paths = write_outputs(exp, df)
-    print(f"\nwrote {paths['csv']}\n      {paths['parquet']}\n      {paths['png']}")
+    if plots:
+        from .study_plots import write_study_plots
+
+        paths.update(write_study_plots(exp, df))
+    print("\nwrote " + "\n      ".join(paths.values()))
     return 0
 
 
@@ -348,7 +352,7 @@ def density_figure(exp: Location, df, data: str) -> str | None:
         with exp.sibling_path(ckpt).local_copy() as d:
             model, _ = load_model(d)
         role = "" if row.role == "search" else f", {row.role}"
-        models.append((f"{row.trial} {row.family}{role}: {row.best_score:.3f} nats ({row.status})", model))
+        models.append((f"{row.trial} {row.family}{role}\n{row.best_score:.3f} nats ({row.status})", model))
     if not models:
         return None
     buf = io.BytesIO()

@@ -133,3 +133,27 @@ def test_refilled_rungs_decide_as_the_uninterrupted_scheduler():
     restored.on_trial_add(None, _Trial("e"))
     assert fresh.on_trial_result(None, _Trial("e"), _result(1, 1.4)) == TrialScheduler.CONTINUE
     assert restored.on_trial_result(None, _Trial("e"), _result(1, 1.4)) == TrialScheduler.STOP
+
+
+def test_importance_compares_trials_at_the_epoch_all_of_them_reached():
+    """``results --plots``: a finished trial is scored at the deepest epoch every searched trial reached
+    (not at its own last epoch); baselines, which draw no parameters, are left out."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from sweeper.study_plots import equal_fidelity_study
+
+    dist = {"train/lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    study = optuna.create_study()
+    for lr, values, state, role in [(1e-2, {1: 3.0, 2: 2.5, 3: 2.4}, TrialState.COMPLETE, "search"),
+                                    (1e-3, {1: 3.2, 2: 3.1}, TrialState.PRUNED, "search"),
+                                    (5e-3, {1: 9.0}, TrialState.COMPLETE, "baseline")]:
+        study.add_trial(create_trial(params={"train/lr": lr}, distributions=dist, intermediate_values=values,
+                                     state=state, value=min(values.values()) if state == TrialState.COMPLETE else None,
+                                     user_attrs={"role": role}))
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0, params={}, distributions={},
+                                 intermediate_values={1: 1.0}, user_attrs={"role": "control"}))
+    fair, epoch = equal_fidelity_study(study)
+    assert epoch == 2
+    assert sorted((t.params["train/lr"], t.value) for t in fair.trials) == [(1e-3, 3.1), (1e-2, 2.5)]

@@ -89,6 +89,9 @@ def test_sweep_table_control_arm_and_asha(sweep, capsys):
     assert (df["role"] == "enqueued").sum() == 1 and (df["role"] == "search").sum() == 4
     for name in ("results.csv", "results.parquet", "scores.png", "densities.png"):
         assert (exp / name).is_file(), name
+    assert main(["results", str(exp), "--plots"]) == 0  # Optuna's views of the study
+    for name in ("scores_by_family.png", "parallel.png"):
+        assert (exp / name).stat().st_size > 5000, name
     # every Residual Flow the search proposed: a solved width within tolerance, built to its count
     import torch
 

@@ -169,16 +169,18 @@ def test_two_workers_equal_one_process_and_each_other(ray_session, tmp_path):
     assert (ckpt / "rng_rank0.pt").is_file() and (ckpt / "rng_rank1.pt").is_file()
     assert load_state(ckpt)["world_size"] == 2
     # parameters: float32 reductions in another order, passed through Adam's first (sign-like) steps,
-    # leave differences of ~1e-4; training moved them by far more than that
+    # flip the update of the odd weight whose gradient is near zero (up to ~lr per step), so compare
+    # the whole: the distance between the two runs' weights against the distance training moved them
     from model.flow import build_model
 
     one_model, _ = _local_final_model(tmp_path)
     torch.manual_seed(EXACT_TOY.train.seed)
     start = build_model(EXACT_TOY.model)
-    diff = max(float((p - q).abs().max()) for p, q in zip(ddp_model.parameters(), one_model.parameters()))
-    moved = max(float((p - q).abs().max()) for (n, p), q in zip(one_model.named_parameters(), start.parameters())
-                if ".net." in n)  # the residual branches' weights (ActNorm starts from the data anyway)
-    assert diff < 5e-4 and moved > 20 * diff, (diff, moved)
+    net = [n for n, _ in one_model.named_parameters() if ".net." in n]  # ActNorm starts from the data anyway
+    ddp, one, init = (dict(m.named_parameters()) for m in (ddp_model, one_model, start))
+    diff = float(torch.cat([(ddp[n] - one[n]).flatten() for n in net]).norm())
+    moved = float(torch.cat([(one[n] - init[n]).flatten() for n in net]).norm())
+    assert diff < 0.02 * moved, (diff, moved)
 
 
 def _local_final_model(tmp_path):
