@@ -21,6 +21,7 @@ PASSTHROUGH = {
     "signal": ("model.signal", "signal preservation of the activations (paper Table 5 / 8)"),
     "bench": ("bench.run", "step time, memory and counter speed (JSON)"),
     "reproduce": ("sweeper.reproduce", "the paper's toy results (Table 1, Figure 3), one Ray task per run"),
+    "scaling": ("sweeper.scaling", "budget-matched sweeps at several budgets: best score against parameters per family"),
     "eta": ("sweeper.eta", "heatmaps of the learned concatenation weights of a checkpoint (paper Fig. 10)"),
 }
 DEMO = dict(space="demo-moons", trials=6)

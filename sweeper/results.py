@@ -319,6 +319,12 @@ def format_table(df) -> str:
 
 
 def cmd_results(name_or_path: str, storage: str, plots: bool = False) -> int:
+    from .scaling import SCALING_FILE, print_scaling, write_scaling_outputs
+
+    for c in [locate(name_or_path)] + ([] if is_uri(name_or_path) else [locate(storage).join(name_or_path)]):
+        if c.join(SCALING_FILE).is_file():  # a scaling study: its table across budgets
+            print_scaling(*write_scaling_outputs(c))
+            return 0
     exp = resolve_experiment(name_or_path, storage)
     df = results_table(exp)
     print(format_table(df))

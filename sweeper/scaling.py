@@ -1,0 +1,251 @@
+"""``idensenet scaling``: budget-matched sweeps at several budgets in one command, and the curve of
+best score against parameter count per family.
+
+For each budget B the space's reference Residual Flow (its ``budget:`` must be a reference config)
+gets the width whose exact count is nearest B; that model's count is the sub-sweep's budget and the
+model itself its control arm, and the i-DenseNet growth (and a searched Residual Flow's width) is
+solved for it as in any sweep. Before anything trains, every budget's space is checked; a searched
+choice (depth, activation, blocks per scale) with no width within tolerance at some budget is
+dropped there, with a line saying why. All sub-sweeps share one Ray instance and live under one
+experiment folder (``<storage>/<name>/b<count>/``), each resumable: rerunning the command skips the
+sub-sweeps that ended and resumes the one that did not.
+
+Writes ``scaling.csv`` / ``scaling.parquet`` (budget, family, best score, its config and exact
+count, epochs, the trial-epochs each family spent) and ``scaling.png`` (best score against count,
+log x, per family, with the paper's CIFAR10 points where the data set is CIFAR10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import yaml
+
+from model.errors import UserError
+
+from .storage import Location, experiment_location
+
+SCALING_FILE, SCALING_CSV, SCALING_PARQUET, SCALING_PNG = "scaling.json", "scaling.csv", "scaling.parquet", "scaling.png"
+#: paper Table 3 / Table 6 (CLipSwish), test bpd: (parameters, Residual Flow, i-DenseNet)
+PAPER_CIFAR10 = [(8_700_000, 3.38, 3.37), (25_000_000, 3.28, 3.25)]
+SEARCHABLE_CHOICES = ("depth", "activation", "blocks_per_scale")
+
+
+def scaled_reference(space_data: dict[str, Any], budget: Any) -> dict[str, Any]:
+    """The ``budget:`` mapping of the reference Residual Flow at ``budget`` (a number: the width whose
+    count is nearest it; a mapping: that reference config as given)."""
+    from search_spaces.budgets import make_budget
+    from search_spaces.solver import nearest_width, width_value
+
+    if isinstance(budget, dict):
+        return dict(budget)
+    ref_spec = space_data.get("budget")
+    if not isinstance(ref_spec, dict):
+        raise UserError("scaling: the space's budget must be a reference config (e.g. {family: resflow, "
+                        "toy_hidden: [24, 24, 24, 24], blocks_per_scale: [10]}) so its width can be scaled")
+    ref = make_budget(ref_spec, float(space_data.get("tolerance", 0.015)), space_data.get("dataset")).reference
+    try:
+        target = int(float(budget))
+    except (TypeError, ValueError):
+        raise UserError(f"scaling: budget {budget!r} is neither a number of parameters nor a reference config") from None
+    if target < 1:
+        raise UserError(f"scaling: budget {budget!r} must be positive")
+    sol = nearest_width(ref, target)
+    width = width_value(sol.field, sol.width, len(ref.toy_hidden))
+    return {**ref_spec, sol.field: list(width) if isinstance(width, tuple) else width}
+
+
+def budget_space(space_data: dict[str, Any], budget: Any) -> tuple[dict[str, Any], list[str]]:
+    """The space at one budget, with the searched choices that cannot fit it dropped; (data, notes)."""
+    from search_spaces.space import SpaceError, space_from_dict
+
+    data = copy.deepcopy(space_data)
+    data.pop("budgets", None)
+    data["budget"] = scaled_reference(space_data, budget)
+    notes: list[str] = []
+    search = data.get("search") or {}
+    for dim in SEARCHABLE_CHOICES:
+        spec = search.get(dim)
+        if not (isinstance(spec, dict) and isinstance(spec.get("choices"), list) and len(spec["choices"]) > 1):
+            continue
+        kept = []
+        for choice in spec["choices"]:
+            trial = copy.deepcopy(data)
+            trial["search"][dim] = {"choices": [choice]}
+            try:
+                space_from_dict(trial)
+                kept.append(choice)
+            except SpaceError as err:
+                notes.append(f"drops {dim} {choice}: {err.lines()[0].split(': ', 1)[-1]}")
+        if not kept:
+            raise UserError(f"scaling: no {dim} of {spec['choices']} fits this budget ({'; '.join(notes)})")
+        spec["choices"] = kept
+    try:
+        space = space_from_dict(data)
+    except SpaceError as err:
+        raise UserError(f"scaling: {err.summary()}") from None
+    data["name"] = f"{data.get('name', 'space')}-b{space.budget.params}"
+    return data, notes
+
+
+def scaling_table(exp: Location):
+    """One row per budget and family: the best trial and what the family spent."""
+    import pandas as pd
+
+    from .results import EXCLUDED, results_table
+
+    doc = json.loads(exp.join(SCALING_FILE).read_text())
+    rows = []
+    for sub in doc["budgets"]:
+        sub_exp = exp.join(sub["name"])
+        if not sub_exp.join("idensenet_sweep.json").is_file():
+            continue
+        df = results_table(sub_exp)
+        for family, part in df.groupby("family"):
+            ok = part[~part["status"].isin(EXCLUDED) & part["best_score"].notna()]
+            best = ok.iloc[0] if len(ok) else None
+            rows.append({
+                "budget": sub["params"], "family": family, "best_score": best["best_score"] if best is not None else None,
+                "trial": best["trial"] if best is not None else None, "role": best["role"] if best is not None else None,
+                "depth": best["depth"] if best is not None and family == "idensenet" else None,
+                "growth": best["growth"] if best is not None and family == "idensenet" else None,
+                "hidden": best["hidden"] if best is not None and family == "resflow" else None,
+                "activation": best["activation"] if best is not None else None,
+                "param_count": best["param_count"] if best is not None else None,
+                "epochs": best["epochs_run"] if best is not None else None,
+                "trial_epochs": int(part["epochs_run"].sum()), "trials": len(part),
+            })
+    out = pd.DataFrame(rows)
+    out.attrs["metric"] = doc.get("metric", "score")
+    out.attrs["data"] = doc.get("data")
+    return out
+
+
+def scaling_figure(df, path_or_buf, ylabel: str, data: str | None) -> None:
+    from .plots import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (family, part) in enumerate(df.dropna(subset=["best_score"]).groupby("family")):
+        part = part.sort_values("param_count")
+        ax.plot(part["param_count"].astype(float), part["best_score"], "-o", color=f"C{i}", label=family)
+    if data == "cifar10":
+        for j, name in ((1, "resflow"), (2, "idensenet")):
+            ax.scatter([p[0] for p in PAPER_CIFAR10], [p[j] for p in PAPER_CIFAR10], marker="x", s=50,
+                       color="C0" if name == "idensenet" else "C1", label=f"paper: {name}")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    fig.savefig(path_or_buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_scaling_outputs(exp: Location) -> tuple[Any, dict[str, str]]:
+    df = scaling_table(exp)
+    out = {"csv": exp.join(SCALING_CSV), "parquet": exp.join(SCALING_PARQUET), "png": exp.join(SCALING_PNG)}
+    out["csv"].write_text(df.to_csv(index=False))
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    out["parquet"].write_bytes(buf.getvalue())
+    png = io.BytesIO()
+    scaling_figure(df, png, df.attrs["metric"], df.attrs.get("data"))
+    out["png"].write_bytes(png.getvalue())
+    return df, {k: v.uri for k, v in out.items()}
+
+
+def print_scaling(df, paths: dict[str, str]) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
+        print(df.to_string(index=False, na_rep="-") if len(df) else "(no sub-sweep has results yet)")
+    for budget, part in df.groupby("budget") if len(df) else []:
+        scores = dict(zip(part["family"], part["best_score"]))
+        if {"idensenet", "resflow"} <= set(scores) and None not in scores.values():
+            diff = scores["resflow"] - scores["idensenet"]
+            print(f"budget {budget:,}: i-DenseNet {'beats' if diff > 0 else 'does not beat'} the Residual Flow "
+                  f"({scores['idensenet']:.3f} against {scores['resflow']:.3f})")
+    print("wrote " + "\n      ".join(paths.values()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import _kv
+
+    p = argparse.ArgumentParser(prog="idensenet scaling", description="Budget-matched sweeps at several budgets.")
+    p.add_argument("--space", required=True, help="a space file or shipped name whose budget is a reference config")
+    p.add_argument("--budgets", default=None, help="comma-separated parameter counts (default: the space's budgets:)")
+    p.add_argument("--trials", type=int, default=6, help="trials per budget, baselines included (default 6)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--storage", default="ray_results")
+    p.add_argument("--name", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", action="append", default=[], type=_kv, metavar="KEY=VALUE")
+    p.add_argument("--address", default=None)
+    args = p.parse_args(argv)
+    try:
+        return run_scaling(args)
+    except UserError as err:
+        print(f"idensenet: error: {err.summary()}", file=sys.stderr)
+        return 2
+
+
+def run_scaling(args: argparse.Namespace) -> int:
+    from .settings import space_text
+    from .sweep import SweepOptions, run_sweep
+
+    if args.trials < 1 or (args.epochs is not None and args.epochs < 1):
+        raise UserError("--trials and --epochs must be positive integers")
+    name, text = space_text(args.space)
+    data = yaml.safe_load(text)
+    budgets = [b.strip() for b in args.budgets.split(",") if b.strip()] if args.budgets else data.get("budgets")
+    if not budgets:
+        raise UserError("scaling: give --budgets or a budgets: list in the space file")
+    subs = []
+    for b in budgets:  # every budget checked before anything trains
+        sub, notes = budget_space(data, b)
+        from search_spaces.space import space_from_dict
+
+        params = space_from_dict(sub).budget.params
+        subs.append((params, sub))
+        print(f"budget {params:,} (asked {b}): reference Residual Flow {sub['budget']}" +
+              "".join(f"\n  {n}" for n in notes), flush=True)
+    exp = experiment_location(args.storage, args.name or f"{name}-scaling")
+    exp.makedirs()
+    from model.datasets import dataset_info
+
+    toy = dataset_info(str(data.get("dataset"))).is_toy
+    doc = {"space": name, "data": data.get("dataset"), "metric": "test NLL (nats)" if toy else "test bits/dim",
+           "budgets": [{"params": p, "name": f"b{p}"} for p, _ in subs]}
+    exp.join(SCALING_FILE).write_text(json.dumps(doc, indent=1))
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="idn-scaling-") as tmp:
+        for params, sub in subs:
+            sub_exp = exp.join(f"b{params}")
+            settings_file = sub_exp.join("idensenet_sweep.json")
+            if settings_file.is_file():
+                from .results import all_trials_ended
+                from .settings import SweepSettings
+
+                if all_trials_ended(sub_exp, SweepSettings.load(sub_exp).trials):
+                    print(f"budget {params:,}: done before, skipped", flush=True)
+                    continue
+            path = os.path.join(tmp, f"b{params}.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump(sub, f)
+            print(f"\n=== budget {params:,} ===", flush=True)
+            run_sweep(SweepOptions(space=path, trials=args.trials, epochs=args.epochs, storage=exp.uri,
+                                   name=f"b{params}", seed=args.seed, resume=settings_file.is_file(),
+                                   train_overrides=dict(args.train), address=args.address))
+    df, paths = write_scaling_outputs(exp)
+    print()
+    print_scaling(df, paths)
+    print(f"scaling study finished in {time.time() - t0:.0f} s: {exp.uri}", flush=True)
+    return 0

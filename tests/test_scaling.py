@@ -1,0 +1,60 @@
+"""``idensenet scaling``: a tiny two-budget toy study end to end (one row per budget and family, every
+count within its budget's tolerance, the plot), and the per-budget spaces checked before training."""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+import yaml
+
+from sweeper.cli import main
+from sweeper.scaling import budget_space
+
+SPACE = {
+    "name": "tiny-scaling", "dataset": "moons", "tolerance": 0.06,
+    "budget": {"family": "resflow", "toy_hidden": [20, 20], "blocks_per_scale": [2]},
+    "model": {"blocks_per_scale": [2], "actnorm": False, "fc_blocks": 0},
+    "search": {"family": {"choices": ["idensenet", "resflow"]}, "depth": {"choices": [2, 3]}},
+    "train": {"batch_size": 64, "epochs": 2, "steps_per_epoch": 3, "test_size": 300, "lr": 1.0e-2},
+    "baselines": ["resflow"],
+    "enqueue": [{"label": "d2", "model": {"family": "idensenet", "depth": 2}}],  # both families at every budget
+}
+
+
+def test_each_budget_scales_the_reference_and_drops_what_cannot_fit():
+    from search_spaces.count import count_parameters
+    from search_spaces.space import space_from_dict
+
+    small, notes = budget_space(copy.deepcopy(SPACE), 400)
+    space = space_from_dict(small)
+    ref = space.budget.reference
+    assert ref.family == "resflow" and count_parameters(ref) == space.budget.params
+    assert abs(space.budget.params - 400) <= abs(count_parameters(ref.replace(toy_hidden=(ref.toy_hidden[0] + 1,) * 2)) - 400)
+    # at 400 parameters depth 3 has no growth within 6 %: dropped, with the reason
+    assert small["search"]["depth"]["choices"] == [2] and notes and "depth 3" in notes[0]
+    big, notes = budget_space(copy.deepcopy(SPACE), 5000)
+    assert big["search"]["depth"]["choices"] == [2, 3] and not notes
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_two_budget_study_end_to_end(ray_session, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    args = ["scaling", "--space", str(space), "--budgets", "1500,5000", "--trials", "3",
+            "--storage", str(tmp_path / "runs"), "--name", "study"]
+    assert main(args) == 0
+    exp = tmp_path / "runs" / "study"
+    df = pd.read_csv(exp / "scaling.csv")
+    assert len(df) == 4 and set(df.groupby("budget")["family"].apply(frozenset)) == {frozenset({"idensenet", "resflow"})}
+    for row in df.itertuples():
+        assert abs(row.param_count / row.budget - 1) <= SPACE["tolerance"]
+        assert row.trial_epochs >= row.epochs >= 1
+    assert (exp / "scaling.png").stat().st_size > 5000
+    capsys.readouterr()
+    assert main(args) == 0  # rerun: every sub-sweep had ended, nothing trains again
+    assert capsys.readouterr().out.count("done before, skipped") == 2
+    assert main(["results", str(exp)]) == 0
+    assert "budget 1," in capsys.readouterr().out
