@@ -8,6 +8,10 @@ were reported) until a score within ``--within`` nats of the best score of *all*
 (null when never). ``--summary`` adds the medians and ranges over seeds.
 
     python -m bench.search_efficiency --trials 8 --seeds 0,1 --json-out eff.json
+    python -m bench.search_efficiency --epochs 16 --steps-per-epoch 20 --grace-period 2 --reduction-factor 3
+
+The second line trains every full trial as many steps as the demo (320) but gives ASHA three rungs
+(epochs 2 and 6: after 40 and 120 steps) instead of one at epoch 2 of 4.
 """
 
 from __future__ import annotations
@@ -52,15 +56,21 @@ def epoch_events(exp: str) -> list[tuple[float, str, float]]:
     return sorted(events)
 
 
-def run_arm(space: str, storage: str, arm: str, seed: int, trials: int) -> dict[str, Any]:
+def run_arm(space: str, storage: str, arm: str, seed: int, trials: int, schedule: dict[str, Any]) -> dict[str, Any]:
+    """One sweep. ``schedule``: ``epochs``, ``steps_per_epoch``, ``grace_period``, ``reduction_factor``
+    (None keeps the space's own)."""
     from sweeper.sweep import SweepOptions, run_sweep
 
     spec = ARMS[arm]
-    grace = None if spec["asha"] else 10**6  # a grace period past the last epoch: no rungs, no stopping
+    # the baseline arm gets a grace period past the last epoch: no rungs, no stopping
+    grace = schedule["grace_period"] if spec["asha"] else 10**6
+    train = {"steps_per_epoch": schedule["steps_per_epoch"]} if schedule["steps_per_epoch"] else {}
     name = f"{spec['sampler']}-{'asha' if spec['asha'] else 'full'}-s{seed}"
     t0 = time.time()
     outcome = run_sweep(SweepOptions(space=space, trials=trials, seed=seed, sampler=spec["sampler"],
-                                     grace_period=grace, storage=storage, name=name))
+                                     epochs=schedule["epochs"], grace_period=grace,
+                                     reduction_factor=schedule["reduction_factor"] if spec["asha"] else None,
+                                     train_overrides=train, storage=storage, name=name))
     wall = time.time() - t0
     events = epoch_events(outcome.experiment)
     finite = [s for _, _, s in events if math.isfinite(s)]
@@ -81,8 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
     p.add_argument("--within", type=float, default=0.02, help="nats from the overall best that count as reached")
     p.add_argument("--storage", default=None, help="experiment folder (default: a temporary one)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per full trial, R (default: the space's)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch (default: the space's)")
+    p.add_argument("--grace-period", type=int, default=None, help="ASHA's first rung g (default: the space's)")
+    p.add_argument("--reduction-factor", type=float, default=None, help="ASHA's eta (default: the space's)")
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
+    schedule = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
+                "grace_period": args.grace_period, "reduction_factor": args.reduction_factor}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     with tempfile.TemporaryDirectory(prefix="idn-eff-") as tmp:
         space = bench_space(Path(tmp))
@@ -90,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for seed in seeds:  # the arms alternate, so load on this machine hits both alike
             for arm in ARMS:
-                runs.append(run_arm(space, storage, arm, seed, args.trials))
+                runs.append(run_arm(space, storage, arm, seed, args.trials, schedule))
                 print(f"[efficiency] {arm} seed {seed}: best {runs[-1]['best']}, {runs[-1]['trial_epochs']} "
                       f"trial-epochs, {runs[-1]['wall_s']} s", flush=True)
     overall = min(r["best"] for r in runs if r["best"] is not None)
@@ -104,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         if (v := [r[k] for r in mine if r[k] is not None])}
         reached = [r["trial_epochs_to_within"] for r in mine]
         summary[arm]["reached_within"] = f"{sum(x is not None for x in reached)}/{len(reached)}"
-    out = {"overall_best": overall, "within": args.within, "runs": runs, "summary": summary}
+    out = {"overall_best": overall, "within": args.within, "schedule": schedule, "runs": runs, "summary": summary}
     text = json.dumps(out, indent=1, default=str)
     print(text)
     if args.json_out:

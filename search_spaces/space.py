@@ -55,7 +55,7 @@ from .dimensions import RESFLOW_ONLY, Dimension, as_float, is_int, normalise, pa
 from .solver import Solution, solve_arch, width_field, width_value
 
 TOP_KEYS = ("name", "description", "dataset", "budget", "tolerance", "model", "search", "train", "schedule",
-            "baselines", "enqueue")
+            "baselines", "enqueue", "budgets")
 MAX_COMBINATIONS = 5000
 CONTROL = "resflow"  # the baselines entry that names the budget's own Residual Flow
 ROLES = ("control", "baseline", "enqueued", "search")
@@ -251,6 +251,9 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
     if not isinstance(name, str) or not name:
         err("name", f"{name!r} is not a non-empty string")
         name = default_name
+    budgets = data.get("budgets")  # `idensenet scaling`'s list; a sweep of the file runs at `budget:`
+    if budgets is not None and not (isinstance(budgets, list) and budgets):
+        err("budgets", "must be a non-empty list of parameter counts or reference configs")
     description = data.get("description", "")
     if not isinstance(description, str):
         err("description", "must be a string")

@@ -1,4 +1,4 @@
-"""Activations of paper eq. 10, 11, 14 against closed forms and numerics.md §1 constants."""
+"""Activations of paper eq. 10, 11, 14 against closed forms and float64 reference constants."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 from model.activations import CLipSwish, LeakyLSwish, LipSwish, make_activation
 
 BETA0 = 0.9740769842  # softplus(0.5)
-T_STAR = 2.3993572805  # argmax of beta-scaled Jacobian norm (numerics.md §1)
+T_STAR = 2.3993572805  # argmax of beta-scaled Jacobian norm (float64 reference)
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +91,7 @@ def test_values_against_closed_forms(shape: tuple[int, ...]) -> None:
 
 
 def test_clipswish_lipschitz_constant_on_grid() -> None:
-    """numerics.md §1: max Jacobian norm 0.999965 +- 1e-6 at x = +-2.46321 (beta = softplus(0.5))."""
+    """Float64 reference: max Jacobian norm 0.999965 +- 1e-6 at x = +-2.46321 (beta = softplus(0.5))."""
     act = CLipSwish().double()
     x = _grid(8.0, 1e-5)
     norms = _clipswish_jacobian_norm(act, x)
@@ -101,7 +101,7 @@ def test_clipswish_lipschitz_constant_on_grid() -> None:
         assert norms[i].item() == pytest.approx(1.0039650400326 / 1.004, abs=1e-6)
         assert abs(x[i].item()) == pytest.approx(2.463211, abs=2e-5)
     assert norms.max().item() < 1.0
-    # known values at 0 and far out (numerics.md §1)
+    # known values at 0 and far out (float64 reference)
     assert norms[len(x) // 2].item() == pytest.approx(math.sqrt(2) * 0.5 / 1.1 / 1.004, abs=1e-9)
 
 

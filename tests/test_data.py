@@ -247,7 +247,7 @@ def test_cifar10_corrupted_file(tmp_path: Path) -> None:
 
 
 def test_cifar10_torchvision_with_patched_integrity(tmp_path: Path, monkeypatch) -> None:
-    # numerics.md §5.1 option 3: the plain torchvision class reads the fake once check_integrity is
+    # the plain torchvision class reads the fake once check_integrity is
     # patched where cifar.py binds it; it must agree with the project's loader
     import torchvision.datasets.cifar as tv_cifar
 

@@ -1,4 +1,4 @@
-"""Signal preservation (paper Table 5 / Table 8) against the float64 reference of numerics.md §2."""
+"""Signal preservation (paper Table 5 / Table 8) against float64 reference values (the constants below)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import model.signal as signal
 from model.signal import format_table, main, signal_preservation, signal_table
 
-# numerics.md §2, Table 5 (std 1): mean over seeds 0-2 of (mean, max)
+# float64 reference, Table 5 (std 1): mean over seeds 0-2 of (mean, max)
 TABLE5 = {
     1: {"sigmoid": (0.2183, 0.2500), "lipswish": (0.4559, 0.9997), "clipswish": (0.7240, 0.9999)},
     128: {"sigmoid": (0.2085, 0.2233), "lipswish": (0.5067, 0.6370), "clipswish": (0.7148, 0.7717)},
@@ -18,7 +18,7 @@ TABLE5 = {
 }
 # Table 8 (std 5), D = 1
 TABLE8_D1 = {"sigmoid": 0.0908, "lipswish": 0.4716, "clipswish": 0.8268}
-MEAN_TOL = 0.005  # numerics.md: +-0.002 (+-0.003 at D = 1) for 1e5 pairs
+MEAN_TOL = 0.005  # reference spread: +-0.002 (+-0.003 at D = 1) for 1e5 pairs
 MAX_TOL = 0.02
 LIP = {"sigmoid": 0.25, "lipswish": 0.99985393, "clipswish": 1.0039650400326 / 1.004, "identity": 1.0}
 

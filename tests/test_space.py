@@ -14,7 +14,8 @@ from search_spaces import BUDGETS, SpaceError, count_parameters, load_space, shi
 from search_spaces.cli import main
 from model.datasets import DATASETS
 
-SHIPPED = ["cifar10-full", "cifar10-small", "demo-moons", "digits", "imagenet32", "toy-moons"]
+SHIPPED = ["cifar10-full", "cifar10-small", "demo-moons", "digits", "imagenet32", "scaling-digits", "scaling-moons",
+           "toy-moons"]
 
 
 def _write(tmp_path, text: str, name: str = "space.yaml"):
@@ -80,6 +81,7 @@ MALFORMED = """\
     budget: cifar10-tiny
     tolerance: 2
     colour: blue
+    budgets: 3000
     model:
       family: idensenet
       growth: 100
@@ -97,7 +99,7 @@ MALFORMED = """\
       batch_size: -1
 """
 MALFORMED_PATHS = [
-    "colour", "dataset", "tolerance", "budget", "model.growth", "model.depthh", "train.batch_size",
+    "colour", "budgets", "dataset", "tolerance", "budget", "model.growth", "model.depthh", "train.batch_size",
     "search.depth.choices[2]", "search.lr.log", "search.eta_init", "search.blocks_per_scale",
     "search.bogus", "model.sn_coeff", "search.activation", "search.lip_coeff",
 ]
