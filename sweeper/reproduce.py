@@ -33,7 +33,7 @@ PAPER_NLL = {
 MODELS = ("resflow", "idensenet", "idensenet-lc", "resflow-matched")
 DATA = ("circles", "checkerboard", "moons")
 LABELS = {"resflow": "Residual Flow", "idensenet": "i-DenseNet", "idensenet-lc": "i-DenseNet+LC",
-          "resflow-matched": "Residual Flow at the i-DenseNet+LC's count"}
+          "resflow-matched": "Residual Flow,\nat i-DenseNet+LC's count"}
 MATCH_TOLERANCE = 0.03
 
 

@@ -283,16 +283,21 @@ def load_best_entry(path: str, rank: int = 1) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ outputs
+def write_table(df, csv: Location, parquet: Location) -> None:
+    """A table as CSV and as Parquet (written in memory first, so S3 gets whole objects)."""
+    csv.write_text(df.to_csv(index=False))
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    parquet.write_bytes(buf.getvalue())
+
+
 def write_outputs(exp: Location, df) -> dict[str, str]:
     """CSV, Parquet and the score-per-epoch PNG beside the experiment; their paths (or URIs)."""
     from .plots import plot_scores
 
     settings = SweepSettings.load(exp)
     out = {"csv": exp.join(RESULTS_CSV), "parquet": exp.join(RESULTS_PARQUET), "png": exp.join(SCORES_PNG)}
-    out["csv"].write_text(df.to_csv(index=False))
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    out["parquet"].write_bytes(buf.getvalue())
+    write_table(df, out["csv"], out["parquet"])
     png = io.BytesIO()
     labels = dict(zip(df["trial"], df["role"])) if len(df) else {}
     curves = {f"{t} ({labels[t]})" if labels.get(t, "search") != "search" else t: pts

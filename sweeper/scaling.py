@@ -150,12 +150,11 @@ def scaling_figure(df, path_or_buf, ylabel: str, data: str | None) -> None:
 
 
 def write_scaling_outputs(exp: Location) -> tuple[Any, dict[str, str]]:
+    from .results import write_table  # results imports this module for a scaling folder
+
     df = scaling_table(exp)
     out = {"csv": exp.join(SCALING_CSV), "parquet": exp.join(SCALING_PARQUET), "png": exp.join(SCALING_PNG)}
-    out["csv"].write_text(df.to_csv(index=False))
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    out["parquet"].write_bytes(buf.getvalue())
+    write_table(df, out["csv"], out["parquet"])
     png = io.BytesIO()
     scaling_figure(df, png, df.attrs["metric"], df.attrs.get("data"))
     out["png"].write_bytes(png.getvalue())

@@ -177,7 +177,7 @@ def test_two_workers_equal_one_process_and_each_other(ray_session, tmp_path):
     torch.manual_seed(EXACT_TOY.train.seed)
     start = build_model(EXACT_TOY.model)
     net = [n for n, _ in one_model.named_parameters() if ".net." in n]  # ActNorm starts from the data anyway
-    ddp, one, init = (dict(m.named_parameters()) for m in (ddp_model, one_model, start))
+    ddp, one, init = ({n: t.detach() for n, t in m.named_parameters()} for m in (ddp_model, one_model, start))
     diff = float(torch.cat([(ddp[n] - one[n]).flatten() for n in net]).norm())
     moved = float(torch.cat([(one[n] - init[n]).flatten() for n in net]).norm())
     assert diff < 0.02 * moved, (diff, moved)
