@@ -124,6 +124,9 @@ def scaling_table(exp: Location):
                 "trial_epochs": int(part["epochs_run"].sum()), "trials": len(part),
             })
     out = pd.DataFrame(rows)
+    for col in ("depth", "growth", "hidden"):  # integers with gaps (one family has none), not floats
+        if col in out and out[col].map(lambda v: v is None or isinstance(v, (int, float))).all():
+            out[col] = pd.to_numeric(out[col]).round().astype("Int64")
     out.attrs["metric"] = doc.get("metric", "score")
     out.attrs["data"] = doc.get("data")
     return out

@@ -1,0 +1,137 @@
+"""The authors' training step and this project's, timed side by side in one run (a benchmark).
+
+A ratio is only meaningful when both sides run on the same machine, the same torch and the same
+load, so every round runs both, one after the other, and the order flips from round to round. The
+authors' side is their own code: the harness scripts (``toy_harness.py``, ``time_img.py``, given by
+``--harness``) read ``train_toy.py`` / ``train_img.py`` from a work tree of
+``yperugachidiaz/invertible_densenets`` (``--ref``, kept outside this repository) at run time. This
+project's side is :mod:`bench.run`'s worker for the same case, which times
+:class:`model.train_step.TrainStep`, the step that trains.
+
+Cases and what both sides run (same batch, same estimator: roulette with 2 exact terms, one
+Hutchinson probe, Neumann gradient, memory-efficient gradient, the authors' spectral-norm schedule):
+
+* ``toy``: 10 blocks, depth 3, growth 16, LipSwish, learnable concatenation, batch 500, two moons;
+* ``image111``: 1-1-1 blocks, depth 3, growth 32, CLipSwish, LC, batch 16, CIFAR10-shaped;
+* ``cifar_small``: 4-4-4 blocks, depth 3, growth 178, CLipSwish, LC, batch 16 (the paper's small model).
+
+Per case it prints JSON: each side's median step time per round, the ratio authors / this project
+per round (above 1: this project is faster), their median and range, and each side's peak resident
+memory (the whole process's high-water mark, from ``wait4``: one measure for both sides).
+
+    python -m bench.side_by_side --ref ~/ref-idensenet --harness ../shared/reference/harness --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# case: (harness script, its flags, warm-up steps, timed steps)
+CASES: dict[str, tuple[str, list[str], int, int]] = {
+    "toy": ("toy_harness.py", ["--data", "moons", "--nblocks", "10"], 5, 40),
+    "image111": ("time_img.py", ["--data", "cifar10", "--nblocks", "1-1-1", "--densenet", "True",
+                                 "--learnable_concat", "True", "--act", "CLipSwish", "--densenet_depth", "3",
+                                 "--densenet_growth", "32", "--batchsize", "16"], 3, 20),
+    "cifar_small": ("time_img.py", ["--data", "cifar10", "--nblocks", "4-4-4", "--densenet", "True",
+                                    "--learnable_concat", "True", "--act", "CLipSwish", "--densenet_depth", "3",
+                                    "--densenet_growth", "178", "--batchsize", "16"], 1, 4),
+}
+
+
+def run_measured(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[dict[str, Any], float]:
+    """Run ``cmd``; (its last JSON line, its peak resident memory in MB)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        lines = [ln for ln in out.read().splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}: {err.read()[-800:]}")
+    return json.loads(lines[-1]), usage.ru_maxrss / 1024  # Linux reports kilobytes
+
+
+def authors_side(case: str, ref: Path, harness: Path, threads: int) -> tuple[float, float, dict[str, Any]]:
+    script, flags, warm, steps = CASES[case]
+    env = {**os.environ, "REF_IDENSENET": str(ref), "NT": str(threads), "OMP_NUM_THREADS": str(threads),
+           "WARM": str(warm), "STEPS": str(steps)}
+    if case == "toy":  # the harness writes the authors' experiment folder; keep it out of the way
+        flags = [*flags, "--save", tempfile.mkdtemp(prefix="idn-ref-toy-")]
+    out, rss = run_measured([sys.executable, "-W", "ignore", str(harness / script), *flags], env, harness)
+    return out["median_s"], rss, out
+
+
+def our_side(case: str, threads: int) -> tuple[float, float, dict[str, Any]]:
+    _, _, warm, steps = CASES[case]
+    opts = {"threads": threads, "device": "cpu", "compile": False, "repeats": steps, "warmup": warm, "flops": False,
+            "peak_tflops": None, "batch": None, "model_case": None, "memory_format": None}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "bench.run", "--worker", case, "--worker-opts", json.dumps(opts)]
+    out, rss = run_measured(cmd, env, ROOT)
+    return out["median_s"], rss, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.side_by_side", description=__doc__.split("\n\n")[0])
+    p.add_argument("--ref", default=os.environ.get("REF_IDENSENET"),
+                   help="work tree of yperugachidiaz/invertible_densenets, patched as the harness README says")
+    p.add_argument("--harness", default=os.environ.get("IDN_HARNESS"), help="folder of toy_harness.py / time_img.py")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per case (default 3)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json-out", default=None)
+    args = p.parse_args(argv)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    problems = [f"unknown case {c!r}" for c in cases if c not in CASES]
+    for flag, value, probe in (("--ref", args.ref, "train_img.py"), ("--harness", args.harness, "time_img.py")):
+        if not value or not (Path(value).expanduser() / probe).is_file():
+            problems.append(f"{flag}: no {probe} in {value!r}")
+    if args.rounds < 1:
+        problems.append("--rounds must be at least 1")
+    if problems:
+        for line in problems:
+            print(f"side_by_side: {line}", file=sys.stderr)
+        return 2
+    ref, harness = Path(args.ref).expanduser().resolve(), Path(args.harness).expanduser().resolve()
+    import torch
+
+    result: dict[str, Any] = {"torch": torch.__version__, "threads": args.threads, "cases": {}}
+    for case in cases:
+        rows = []
+        for r in range(args.rounds):
+            sides = ("authors", "ours") if r % 2 == 0 else ("ours", "authors")
+            row: dict[str, Any] = {}
+            for side in sides:
+                t, rss, _ = (authors_side(case, ref, harness, args.threads) if side == "authors"
+                             else our_side(case, args.threads))
+                row[f"{side}_s"], row[f"{side}_peak_rss_mb"] = round(t, 4), round(rss)
+            row["ratio"] = round(row["authors_s"] / row["ours_s"], 3)
+            rows.append(row)
+            print(f"[side-by-side] {case} round {r + 1}/{args.rounds}: authors {row['authors_s']:.3f} s, "
+                  f"this project {row['ours_s']:.3f} s, ratio {row['ratio']:.2f}", file=sys.stderr, flush=True)
+        ratios = [row["ratio"] for row in rows]
+        result["cases"][case] = {
+            "rounds": rows, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "peak_rss_mb": {s: max(row[f"{s}_peak_rss_mb"] for row in rows) for s in ("authors", "ours")},
+        }
+        if args.json_out:  # after every case, so a cut-short run keeps what it measured
+            Path(args.json_out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
