@@ -66,16 +66,19 @@ def authors_side(case: str, ref: Path, harness: Path, threads: int) -> tuple[flo
     script, flags, warm, steps = CASES[case]
     env = {**os.environ, "REF_IDENSENET": str(ref), "NT": str(threads), "OMP_NUM_THREADS": str(threads),
            "WARM": str(warm), "STEPS": str(steps)}
-    if case == "toy":  # the harness writes the authors' experiment folder; keep it out of the way
-        flags = [*flags, "--save", tempfile.mkdtemp(prefix="idn-ref-toy-")]
-    out, rss = run_measured([sys.executable, "-W", "ignore", str(harness / script), *flags], env, harness)
+    with tempfile.TemporaryDirectory(prefix="idn-ref-") as save:  # the toy harness writes an experiment folder
+        if case == "toy":
+            flags = [*flags, "--save", save]
+        out, rss = run_measured([sys.executable, "-W", "ignore", str(harness / script), *flags], env, harness)
     return out["median_s"], rss, out
 
 
 def our_side(case: str, threads: int) -> tuple[float, float, dict[str, Any]]:
+    from bench.run import _case_opts, build_parser
+
     _, _, warm, steps = CASES[case]
-    opts = {"threads": threads, "device": "cpu", "compile": False, "repeats": steps, "warmup": warm, "flops": False,
-            "peak_tflops": None, "batch": None, "model_case": None, "memory_format": None}
+    bench_args = build_parser().parse_args(["--threads", str(threads), "--repeats", str(steps), "--warmup", str(warm)])
+    opts = _case_opts(case, bench_args)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "bench.run", "--worker", case, "--worker-opts", json.dumps(opts)]
