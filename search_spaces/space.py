@@ -55,7 +55,9 @@ from .dimensions import RESFLOW_ONLY, Dimension, as_float, is_int, normalise, pa
 from .solver import Solution, solve_arch, width_field, width_value
 
 TOP_KEYS = ("name", "description", "dataset", "budget", "tolerance", "model", "search", "train", "schedule",
-            "baselines", "enqueue", "budgets")
+            "baselines", "enqueue", "budgets", "follow_reference")
+#: model fields a scaling study may copy from each budget's reference Residual Flow (``follow_reference:``)
+FOLLOWABLE = ("blocks_per_scale", "fc_blocks")
 MAX_COMBINATIONS = 5000
 CONTROL = "resflow"  # the baselines entry that names the budget's own Residual Flow
 ROLES = ("control", "baseline", "enqueued", "search")
@@ -253,7 +255,10 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
         name = default_name
     budgets = data.get("budgets")  # `idensenet scaling`'s list; a sweep of the file runs at `budget:`
     if budgets is not None and not (isinstance(budgets, list) and budgets):
-        err("budgets", "must be a non-empty list of parameter counts or reference configs")
+        err("budgets", "must be a non-empty list of parameter counts, preset names or reference configs")
+    follow = data.get("follow_reference", [])
+    if not (isinstance(follow, list) and all(f in FOLLOWABLE for f in follow)):
+        err("follow_reference", f"must be a list of model fields among {', '.join(FOLLOWABLE)}")
     description = data.get("description", "")
     if not isinstance(description, str):
         err("description", "must be a string")

@@ -10,7 +10,6 @@ full run.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Any
@@ -62,7 +61,9 @@ def figure(rows: list[dict[str, Any]], path: str, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="idensenet eta", description=__doc__.split("\n\n")[0])
+    from .cli import Parser
+
+    p = Parser(prog="idensenet eta", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a checkpoint folder (path or URI) of a sweep trial or a full run")
     p.add_argument("--out", default=".", help="folder for eta.png and eta.csv (default: here)")
     args = p.parse_args(argv)

@@ -17,7 +17,6 @@ per data set, as Figure 3).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -125,8 +124,10 @@ def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="idensenet reproduce toy",
-                                description="The paper's toy results (Table 1, Figure 3), one Ray task per run.")
+    from .cli import Parser
+
+    p = Parser(prog="idensenet reproduce toy",
+               description="The paper's toy results (Table 1, Figure 3), one Ray task per run.")
     p.add_argument("what", choices=["toy"], help="which result to reproduce")
     p.add_argument("--iters", type=int, default=1000, help="iterations per run (default 1000; the paper's 50,000)")
     p.add_argument("--data", default=",".join(DATA), help=f"comma-separated, from {', '.join(DATA)}")

@@ -1,9 +1,12 @@
 """``idensenet scaling``: budget-matched sweeps at several budgets in one command, and the curve of
 best score against parameter count per family.
 
-For each budget B the space's reference Residual Flow (its ``budget:`` must be a reference config)
-gets the width whose exact count is nearest B; that model's count is the sub-sweep's budget and the
-model itself its control arm, and the i-DenseNet growth (and a searched Residual Flow's width) is
+For each budget B given as a number, the space's reference Residual Flow (its ``budget:`` must then be
+a reference config) gets the width whose exact count is nearest B; a budget given as a preset name
+(``cifar10-small``) or a reference config is that model as it stands. That model's count is the
+sub-sweep's budget and the model itself its control arm; ``follow_reference: [blocks_per_scale]``
+gives the searched models that reference's blocks per scale (the paper's 4-4-4 at 8.7M and 16-16-16
+at 25M), and the i-DenseNet growth (and a searched Residual Flow's width) is
 solved for it as in any sweep. Before anything trains, every budget's space is checked; a searched
 choice (depth, activation, blocks per scale) with no width within tolerance at some budget is
 dropped there, with a line saying why. All sub-sweeps share one Ray instance and live under one
@@ -39,28 +42,49 @@ PAPER_CIFAR10 = [(8_700_000, 3.38, 3.37), (25_000_000, 3.28, 3.25)]
 SEARCHABLE_CHOICES = ("depth", "activation", "blocks_per_scale")
 
 
-def scaled_reference(space_data: dict[str, Any], budget: Any) -> dict[str, Any]:
-    """The ``budget:`` mapping of the reference Residual Flow at ``budget`` (a number: the width whose
-    count is nearest it; a mapping: that reference config as given)."""
-    from search_spaces.budgets import make_budget
+def scaled_reference(space_data: dict[str, Any], budget: Any) -> dict[str, Any] | str:
+    """The ``budget:`` of the reference Residual Flow at ``budget``: a preset name (``cifar10-small``)
+    or a mapping (a reference config) as given; a number: the space's reference with the width whose
+    count is nearest it."""
+    from search_spaces.budgets import REFERENCE_CONFIGS, make_budget
     from search_spaces.solver import nearest_width, width_value
 
     if isinstance(budget, dict):
         return dict(budget)
-    ref_spec = space_data.get("budget")
-    if not isinstance(ref_spec, dict):
-        raise UserError("scaling: the space's budget must be a reference config (e.g. {family: resflow, "
-                        "toy_hidden: [24, 24, 24, 24], blocks_per_scale: [10]}) so its width can be scaled")
-    ref = make_budget(ref_spec, float(space_data.get("tolerance", 0.015)), space_data.get("dataset")).reference
+    if isinstance(budget, str) and budget.strip().lower() in REFERENCE_CONFIGS:
+        return budget.strip().lower()
     try:
-        target = int(float(budget))
+        target = int(float(str(budget).replace(",", "").replace("_", "")))
     except (TypeError, ValueError):
-        raise UserError(f"scaling: budget {budget!r} is neither a number of parameters nor a reference config") from None
+        raise UserError(f"scaling: budget {budget!r} is neither a number of parameters, a preset name "
+                        f"({', '.join(REFERENCE_CONFIGS)}) nor a reference config") from None
     if target < 1:
         raise UserError(f"scaling: budget {budget!r} must be positive")
+    ref_spec = space_data.get("budget")
+    if not isinstance(ref_spec, dict):
+        raise UserError("scaling: a budget given as a number needs a reference config as the space's budget "
+                        "(e.g. {family: resflow, toy_hidden: [24, 24, 24, 24], blocks_per_scale: [10]}) so its "
+                        "width can be scaled; or give preset names / reference configs as budgets")
+    ref = make_budget(ref_spec, float(space_data.get("tolerance", 0.015)), space_data.get("dataset")).reference
     sol = nearest_width(ref, target)
     width = width_value(sol.field, sol.width, len(ref.toy_hidden))
     return {**ref_spec, sol.field: list(width) if isinstance(width, tuple) else width}
+
+
+def followed_fields(space_data: dict[str, Any], budget_spec: dict[str, Any] | str) -> dict[str, Any]:
+    """The model fields ``follow_reference:`` copies from this budget's reference Residual Flow (the
+    paper's 8.7M and 25M comparisons hold the blocks per scale of the Residual Flow they match)."""
+    from search_spaces.budgets import make_budget
+
+    follow = space_data.get("follow_reference") or []
+    if not follow:
+        return {}
+    try:
+        ref = make_budget(budget_spec, float(space_data.get("tolerance", 0.015)), space_data.get("dataset")).reference
+    except UserError as err:
+        raise UserError(f"scaling: {err.summary()}") from None
+    values = {f: getattr(ref, f) for f in follow}
+    return {f: list(v) if isinstance(v, tuple) else v for f, v in values.items()}
 
 
 def budget_space(space_data: dict[str, Any], budget: Any) -> tuple[dict[str, Any], list[str]]:
@@ -70,8 +94,13 @@ def budget_space(space_data: dict[str, Any], budget: Any) -> tuple[dict[str, Any
     data = copy.deepcopy(space_data)
     data.pop("budgets", None)
     data["budget"] = scaled_reference(space_data, budget)
-    notes: list[str] = []
     search = data.get("search") or {}
+    followed = followed_fields(space_data, data["budget"])
+    for field in followed:
+        if field in search:
+            raise UserError(f"scaling: {field} is both searched and in follow_reference; choose one")
+    data["model"] = {**(data.get("model") or {}), **followed}
+    notes: list[str] = []
     for dim in SEARCHABLE_CHOICES:
         spec = search.get(dim)
         if not (isinstance(spec, dict) and isinstance(spec.get("choices"), list) and len(spec["choices"]) > 1):
@@ -179,11 +208,11 @@ def print_scaling(df, paths: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import _kv
+    from .cli import Parser, _kv
 
-    p = argparse.ArgumentParser(prog="idensenet scaling", description="Budget-matched sweeps at several budgets.")
-    p.add_argument("--space", required=True, help="a space file or shipped name whose budget is a reference config")
-    p.add_argument("--budgets", default=None, help="comma-separated parameter counts (default: the space's budgets:)")
+    p = Parser(prog="idensenet scaling", description="Budget-matched sweeps at several budgets.")
+    p.add_argument("--space", required=True, help="a space file or shipped name (a numeric budget needs a reference config as its budget:)")
+    p.add_argument("--budgets", default=None, help="comma-separated parameter counts or preset names (default: the space's budgets:)")
     p.add_argument("--trials", type=int, default=6, help="trials per budget, baselines included (default 6)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--storage", default="ray_results")
@@ -191,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", action="append", default=[], type=_kv, metavar="KEY=VALUE")
     p.add_argument("--address", default=None)
+    p.add_argument("--check", action="store_true", help="check every budget's space and print the plan; train nothing")
     args = p.parse_args(argv)
     try:
         return run_scaling(args)
@@ -217,8 +247,11 @@ def run_scaling(args: argparse.Namespace) -> int:
 
         params = space_from_dict(sub).budget.params
         subs.append((params, sub))
-        print(f"budget {params:,} (asked {b}): reference Residual Flow {sub['budget']}" +
+        followed = "".join(f", {f} {sub['model'][f]}" for f in data.get("follow_reference") or [])
+        print(f"budget {params:,} (asked {b}): reference Residual Flow {sub['budget']}{followed}" +
               "".join(f"\n  {n}" for n in notes), flush=True)
+    if args.check:
+        return 0
     exp = experiment_location(args.storage, args.name or f"{name}-scaling")
     exp.makedirs()
     from model.datasets import dataset_info

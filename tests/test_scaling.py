@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from model.errors import UserError
 from sweeper.cli import main
 from sweeper.scaling import budget_space
 
@@ -36,6 +37,39 @@ def test_each_budget_scales_the_reference_and_drops_what_cannot_fit():
     assert small["search"]["depth"]["choices"] == [2] and notes and "depth 3" in notes[0]
     big, notes = budget_space(copy.deepcopy(SPACE), 5000)
     assert big["search"]["depth"]["choices"] == [2, 3] and not notes
+
+
+def test_cifar10_study_holds_each_budgets_blocks_per_scale():
+    """Budgets named by preset; ``follow_reference`` gives the i-DenseNet its Residual Flow's blocks."""
+    from search_spaces.count import count_parameters
+    from search_spaces.space import SpaceError, space_from_dict
+    from sweeper.settings import space_text
+
+    data = yaml.safe_load(space_text("scaling-cifar10")[1])
+    expected = {"cifar10-small": (8_730_441, [4, 4, 4]), "cifar10-full": (25_174_233, [16, 16, 16])}
+    for budget, (params, blocks) in expected.items():
+        sub, notes = budget_space(data, budget)
+        space = space_from_dict(sub)
+        assert space.budget.params == params == count_parameters(space.budget.reference)
+        assert sub["model"]["blocks_per_scale"] == blocks and list(space.budget.reference.blocks_per_scale) == blocks
+        assert not notes  # every depth and activation has a growth within ±1.5 % at both budgets
+    searched = copy.deepcopy(data)
+    searched["search"]["blocks_per_scale"] = {"choices": [[4, 4, 4], [3, 4, 5]]}
+    with pytest.raises(UserError, match="both searched and in follow_reference"):
+        budget_space(searched, "cifar10-full")
+    with pytest.raises(SpaceError, match="follow_reference"):
+        space_from_dict({**data, "follow_reference": ["hidden"]})
+
+
+def test_check_prints_the_plan_and_trains_nothing(tmp_path, capsys):
+    args = ["scaling", "--space", "scaling-cifar10", "--check", "--storage", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "budget 8,730,441 (asked cifar10-small)" in out and "blocks_per_scale [4, 4, 4]" in out
+    assert "budget 25,174,233 (asked cifar10-full)" in out and "blocks_per_scale [16, 16, 16]" in out
+    assert not list(tmp_path.iterdir())  # no experiment folder
+    assert main(["scaling", "--space", "scaling-cifar10", "--budgets", "cifar10-tiny", "--check"]) == 2
+    assert "neither a number" in capsys.readouterr().err
 
 
 @pytest.mark.slow

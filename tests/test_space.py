@@ -14,8 +14,8 @@ from search_spaces import BUDGETS, SpaceError, count_parameters, load_space, shi
 from search_spaces.cli import main
 from model.datasets import DATASETS
 
-SHIPPED = ["cifar10-full", "cifar10-small", "demo-moons", "digits", "imagenet32", "scaling-digits", "scaling-moons",
-           "toy-moons"]
+SHIPPED = ["cifar10-full", "cifar10-small", "demo-moons", "digits", "imagenet32", "scaling-cifar10", "scaling-digits",
+           "scaling-moons", "toy-moons"]
 
 
 def _write(tmp_path, text: str, name: str = "space.yaml"):
