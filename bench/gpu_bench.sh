@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# One-GPU benchmark (H100 / H200), under 5 minutes: training steps of every case at batch 64 for the
-# CIFAR10-size models (the full 16-16-16 i-DenseNet included), evaluation and sampling per image, the
-# parameter counter, FLOPs per step (counted once per operator by torch.utils.flop_counter's formulas)
-# and the fraction of the GPU's peak FLOP/s the step reaches. Prints the table; JSON goes to $OUT (or
-# ./bench-gpu-out).
+# One-GPU benchmark (H100 / H200), about 10 minutes (each part has its own timeout): training
+# steps of every case at batch 64 for the CIFAR10-size models (the full 16-16-16 i-DenseNet
+# included), evaluation and sampling per image, the parameter counter, FLOPs per step (counted
+# once per operator by torch.utils.flop_counter's formulas) and the fraction of the GPU's peak
+# FLOP/s the step reaches. Prints the table; JSON goes to $OUT (or ./bench-gpu-out).
+#
+# Then TF32 and bfloat16-autocast rows of the CIFAR10 models (labelled: not the same maths), and the
+# side-by-side table against the authors' step on the GPU when their work tree is at $REF_IDENSENET
+# (default .ref-idensenet, an ignored folder: carry it to the device machine) and the harness at
+# $IDN_HARNESS (default ../shared/reference/harness, or shared/reference/harness).
 #
 #   bash bench/gpu_bench.sh            # from the repository root
 #   PYTHON=.venv/bin/python OUT=/tmp/x bash bench/gpu_bench.sh
@@ -53,3 +58,32 @@ try:
 except (OSError, KeyError) as err:
     print(f"channels_last comparison unavailable ({err})")
 EOF
+
+# 3) labelled precision variants of the CIFAR10 models (fp32 above is strict: cuDNN TF32 off)
+for P in tf32 bf16; do
+  timeout 90 "$PYTHON" -m bench.run --device cuda --threads 4 --precision "$P" --cases cifar_small,cifar_full \
+      --timeout 40 --json-out "$OUT/gpu_$P.json" > /dev/null || echo "precision $P: failed or timed out" >&2
+done
+"$PYTHON" - "$OUT" <<'EOF'
+import json, sys
+for p in ("tf32", "bf16"):
+    try:
+        cases = json.load(open(f"{sys.argv[1]}/gpu_{p}.json"))["cases"]
+    except (OSError, KeyError, ValueError):
+        continue
+    for name, r in cases.items():
+        if "median_s" in r:
+            print(f"{name:12s} [{p}] {r['median_s']:.4f} s/step, {r.get('images_per_s', float('nan')):.1f} images/s")
+EOF
+
+# 4) side by side with the authors' step on the GPU (strict fp32 on both sides, 3 alternating rounds)
+REF=${REF_IDENSENET:-.ref-idensenet}
+HARNESS=${IDN_HARNESS:-$( [ -d ../shared/reference/harness ] && echo ../shared/reference/harness || echo shared/reference/harness )}
+if [ -f "$REF/train_img.py" ] && [ -f "$HARNESS/time_img.py" ]; then
+  timeout 300 "$PYTHON" -m bench.side_by_side --ref "$REF" --harness "$HARNESS" --device cuda --threads 4 \
+      --rounds 3 --json-out "$OUT/side_by_side.json" > /dev/null \
+      || echo "side-by-side: failed or timed out (partial results in $OUT/side_by_side.json)" >&2
+  "$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); [print(f'side-by-side {c}: authors/ours median {v[\"ratio_median\"]:.2f} ({v[\"ratio_min\"]:.2f}-{v[\"ratio_max\"]:.2f}), peak MB {v[\"peak_mb\"]}') for c, v in d['cases'].items()]" "$OUT/side_by_side.json" || true
+else
+  echo "side-by-side skipped: no authors' tree at $REF or no harness at $HARNESS" >&2
+fi

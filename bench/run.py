@@ -39,6 +39,7 @@ TRAIN_CASES = ("toy", "image111", "image111_plain", "image111_series", "cifar_sm
 OTHER_CASES = ("eval", "sample", "count", "ray")
 DEFAULT_CPU = ("toy", "image111", "image111_plain", "image111_series", "cifar_small", "cifar_small_plain",
                "resflow_small", "eval", "sample", "count")
+PRECISIONS = ("fp32", "tf32", "bf16")
 DEFAULT_GPU = ("toy", "image111", "cifar_small", "resflow_small", "cifar_full", "eval", "sample", "count")
 # (repeats, warm-up) per case when --repeats / --warmup are not given
 CPU_REPEATS = {"toy": (30, 3), "image111": (15, 3), "image111_plain": (10, 2), "image111_series": (10, 2),
@@ -57,7 +58,32 @@ def _setup(opts: dict[str, Any]):
     device = torch.device(opts["device"])
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    set_precision(opts.get("precision", "fp32"))
     return torch, device
+
+
+def set_precision(precision: str) -> None:
+    """``fp32``: strict float32, the authors' maths (cuDNN's TF32 convolutions, on by default in
+    PyTorch, switched off); ``tf32``: TF32 tensor cores for convolutions and matmuls; ``bf16``: fp32
+    weights with the step under bfloat16 autocast (see :func:`precision_context`). The last two are
+    not the same maths and are reported as separately labelled rows."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+def precision_context(precision: str, device):  # type: ignore[no-untyped-def]
+    import contextlib
+
+    import torch
+
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _count_flops(fn, calls: int) -> float:
@@ -96,14 +122,23 @@ def _worker_train(name: str, opts: dict[str, Any]) -> dict[str, Any]:
     mem = PeakMemory(device)
     mem.start()
     step = train_step(case)
-    times = time_calls(lambda i: step(case.batch(i), hold_concat=True), opts["repeats"], opts["warmup"], device)
-    out: dict[str, Any] = {"batch": case.batch_size, "parameters": case.model.num_parameters()}
+    precision = opts.get("precision", "fp32")
+
+    def run(i: int) -> None:
+        with precision_context(precision, device):
+            step(case.batch(i), hold_concat=True)
+
+    times = time_calls(run, opts["repeats"], opts["warmup"], device)
+    out: dict[str, Any] = {"batch": case.batch_size, "parameters": case.model.num_parameters(),
+                           "precision": precision}
     out.update(summarize(times, case.batch_size))
     out["steps_per_s"] = out.pop("per_s")
     out["images_per_s"] = out.pop("items_per_s")
     out["peak_mb"] = round(mem.peak_mb(), 1)
+    if device.type == "cuda":  # the whole process's peak, the measure the side-by-side gives both sides
+        out["cuda_peak_total_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     if opts.get("flops"):
-        flops = _count_flops(lambda i: step(case.batch(i), hold_concat=True), 3)
+        flops = _count_flops(run, 3)
         out["gflop_per_step"] = flops / 1e9
         out["tflops_achieved"] = flops / out["median_s"] / 1e12
         if opts.get("peak_tflops"):
@@ -294,7 +329,7 @@ def _case_opts(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "compile": args.compile == "on", "repeats": args.repeats or rep,
         "warmup": args.warmup if args.warmup is not None else warm, "flops": args.flops,
         "peak_tflops": args.peak_tflops, "batch": args.batch,
-        "model_case": args.eval_model, "memory_format": args.memory_format,
+        "model_case": args.eval_model, "memory_format": args.memory_format, "precision": args.precision,
     }
 
 
@@ -324,7 +359,7 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "threads": args.threads, "device": args.device,
-        "compile": args.compile,
+        "compile": args.compile, "precision": args.precision,
         "memory_format": args.memory_format or "model default",
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -409,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default=None,
                    help="image layout inside the flow (default: the model's, auto = channels-last on CPU)")
     p.add_argument("--batch", type=int, default=None, help="override every case's batch size")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (strict, the authors' maths; default), tf32 or bf16 autocast: labelled variants")
     p.add_argument("--eval-model", default=None, help="model case for eval/sample (default image111 on CPU, "
                    "cifar_small on GPU)")
     p.add_argument("--flops", action="store_true", help="count FLOPs of 3 training steps per case")

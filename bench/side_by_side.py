@@ -16,8 +16,12 @@ Hutchinson probe, Neumann gradient, memory-efficient gradient, the authors' spec
 * ``cifar_small``: 4-4-4 blocks, depth 3, growth 178, CLipSwish, LC, batch 16 (the paper's small model).
 
 Per case it prints JSON: each side's median step time per round, the ratio authors / this project
-per round (above 1: this project is faster), their median and range, and each side's peak resident
-memory (the whole process's high-water mark, from ``wait4``: one measure for both sides).
+per round (above 1: this project is faster), their median and range, and each side's peak memory:
+on the CPU the whole process's resident high-water mark (``wait4``), on the GPU
+``torch.cuda.max_memory_allocated`` over the run (one measure for both sides). With ``--device cuda``
+the authors' script runs unchanged with CUDA as torch's default device and a synchronising clock
+(:func:`authors_on_cuda`); ``--precision tf32`` lets both sides use TF32 tensor cores (not the same
+maths as fp32: a separately labelled run).
 
     python -m bench.side_by_side --ref ~/ref-idensenet --harness ../shared/reference/harness --rounds 3
 """
@@ -62,31 +66,65 @@ def run_measured(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[dict[s
     return json.loads(lines[-1]), usage.ru_maxrss / 1024  # Linux reports kilobytes
 
 
-def authors_side(case: str, ref: Path, harness: Path, threads: int) -> tuple[float, float, dict[str, Any]]:
+def authors_on_cuda(precision: str, script: str, args: list[str]) -> None:
+    """Run a harness script on the GPU (in this process): every tensor it creates lands on CUDA
+    (``torch.set_default_device``), its ``time.perf_counter`` synchronises first (the step's time,
+    not its launch time), and its JSON line gains ``cuda_peak_mb`` (``max_memory_allocated``)."""
+    import contextlib
+    import io
+    import runpy
+    import time
+
+    import torch
+
+    from bench.run import set_precision
+
+    set_precision(precision)
+    torch.set_default_device("cuda")
+    wall = time.perf_counter
+    time.perf_counter = lambda: (torch.cuda.synchronize(), wall())[1]
+    sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        runpy.run_path(script, run_name="__main__")
+    out = json.loads([ln for ln in buf.getvalue().splitlines() if ln.startswith("{")][-1])
+    out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(out), flush=True)
+
+
+def authors_side(case: str, ref: Path, harness: Path, threads: int, device: str = "cpu",
+                 precision: str = "fp32") -> tuple[float, float, dict[str, Any]]:
     script, flags, warm, steps = CASES[case]
     env = {**os.environ, "REF_IDENSENET": str(ref), "NT": str(threads), "OMP_NUM_THREADS": str(threads),
-           "WARM": str(warm), "STEPS": str(steps)}
+           "WARM": str(warm), "STEPS": str(steps), "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with tempfile.TemporaryDirectory(prefix="idn-ref-") as save:  # the toy harness writes an experiment folder
         if case == "toy":
             flags = [*flags, "--save", save]
-        out, rss = run_measured([sys.executable, "-W", "ignore", str(harness / script), *flags], env, harness)
-    return out["median_s"], rss, out
+        launcher = ["-m", "bench.side_by_side", "--_cuda", precision] if device.startswith("cuda") else []
+        out, rss = run_measured([sys.executable, "-W", "ignore", *launcher, str(harness / script), *flags], env, harness)
+    return out["median_s"], out.get("cuda_peak_mb", rss), out
 
 
-def our_side(case: str, threads: int) -> tuple[float, float, dict[str, Any]]:
+def our_side(case: str, threads: int, device: str = "cpu", precision: str = "fp32") -> tuple[float, float, dict[str, Any]]:
     from bench.run import _case_opts, build_parser
 
     _, _, warm, steps = CASES[case]
-    bench_args = build_parser().parse_args(["--threads", str(threads), "--repeats", str(steps), "--warmup", str(warm)])
+    bench_args = build_parser().parse_args(["--threads", str(threads), "--repeats", str(steps), "--warmup", str(warm),
+                                            "--device", device, "--precision", precision])
     opts = _case_opts(case, bench_args)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "bench.run", "--worker", case, "--worker-opts", json.dumps(opts)]
     out, rss = run_measured(cmd, env, ROOT)
-    return out["median_s"], rss, out
+    return out["median_s"], out.get("cuda_peak_total_mb", rss), out
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--_cuda"]:  # internal: a harness script on the GPU, in this process
+        authors_on_cuda(argv[1], argv[2], argv[3:])
+        return 0
     p = argparse.ArgumentParser(prog="python -m bench.side_by_side", description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", default=os.environ.get("REF_IDENSENET"),
                    help="work tree of yperugachidiaz/invertible_densenets, patched as the harness README says")
@@ -94,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per case (default 3)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on the CPU, max allocated on the GPU)")
+    p.add_argument("--precision", choices=("fp32", "tf32"), default="fp32",
+                   help="both sides: strict fp32 (identical maths, default) or TF32 tensor cores")
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -110,16 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     ref, harness = Path(args.ref).expanduser().resolve(), Path(args.harness).expanduser().resolve()
     import torch
 
-    result: dict[str, Any] = {"torch": torch.__version__, "threads": args.threads, "cases": {}}
+    result: dict[str, Any] = {"torch": torch.__version__, "threads": args.threads, "device": args.device,
+                              "precision": args.precision, "cases": {}}
     for case in cases:
         rows = []
         for r in range(args.rounds):
             sides = ("authors", "ours") if r % 2 == 0 else ("ours", "authors")
             row: dict[str, Any] = {}
             for side in sides:
-                t, rss, _ = (authors_side(case, ref, harness, args.threads) if side == "authors"
-                             else our_side(case, args.threads))
-                row[f"{side}_s"], row[f"{side}_peak_rss_mb"] = round(t, 4), round(rss)
+                t, peak, _ = (authors_side(case, ref, harness, args.threads, args.device, args.precision)
+                              if side == "authors" else our_side(case, args.threads, args.device, args.precision))
+                row[f"{side}_s"], row[f"{side}_peak_mb"] = round(t, 4), round(peak)
             row["ratio"] = round(row["authors_s"] / row["ours_s"], 3)
             rows.append(row)
             print(f"[side-by-side] {case} round {r + 1}/{args.rounds}: authors {row['authors_s']:.3f} s, "
@@ -128,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         result["cases"][case] = {
             "rounds": rows, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
             "ratio_max": max(ratios),
-            "peak_rss_mb": {s: max(row[f"{s}_peak_rss_mb"] for row in rows) for s in ("authors", "ours")},
+            "peak_mb": {s: max(row[f"{s}_peak_mb"] for row in rows) for s in ("authors", "ours")},
         }
         if args.json_out:  # after every case, so a cut-short run keeps what it measured
             Path(args.json_out).write_text(json.dumps(result, indent=1) + "\n")
