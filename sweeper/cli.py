@@ -7,6 +7,7 @@ Bad input, argparse's own complaints included, ends with one line on stderr and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from typing import Any, NoReturn, Sequence
@@ -103,10 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-test", action="store_true", help="2 epochs of 5 steps, small test set")
     p.add_argument("--enqueue", default=None, metavar="FILE",
                    help="run these configurations first: a best.yaml, or a YAML list of {label, model, train}")
-    p.add_argument("--time-budget", type=POSITIVE_FLOAT, default=None, help="stop the sweep after this many seconds")
-    p.add_argument("--max-failures", type=NONNEGATIVE, default=1,
+    p.add_argument("--time-budget", dest="time_budget_s", type=POSITIVE_FLOAT, default=None, metavar="SECONDS",
+                   help="stop the sweep after this many seconds")
+    p.add_argument("--max-failures", dest="worker_max_failures", type=NONNEGATIVE, default=1, metavar="N",
                    help="Train: worker-group restarts per trial, from the latest checkpoint (default 1)")
-    p.add_argument("--trial-retries", type=NONNEGATIVE, default=1, help="Tune: reruns of a failed trial driver (default 1)")
+    p.add_argument("--trial-retries", dest="trial_max_failures", type=NONNEGATIVE, default=1, metavar="N",
+                   help="Tune: reruns of a failed trial driver (default 1)")
     _placement_args(p)
     p.add_argument("--inject-nan-trials", type=NONNEGATIVE, nargs="*", default=[], help=argparse.SUPPRESS)
     p.add_argument("--cpu-if-no-cuda", action="store_true", help=argparse.SUPPRESS)  # tests on fake GPUs
@@ -138,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def options(cls: type, args: argparse.Namespace, **given: Any) -> Any:
+    """``cls`` (a dataclass of a command's options) from the parsed arguments of the same names."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(given)
+    return cls(**{k: v for k, v in vars(args).items() if k in names}, **given)
+
+
 def cmd_sweep(args: argparse.Namespace | None) -> int:
     from .results import summarise_sweep
     from .sweep import SweepOptions, run_sweep
@@ -146,17 +155,8 @@ def cmd_sweep(args: argparse.Namespace | None) -> int:
         print(f"idensenet demo: space {DEMO['space']}, {DEMO['trials']} trials, local Ray, CPU", flush=True)
         opts = SweepOptions(**DEMO)
     else:
-        opts = SweepOptions(
-            space=args.space or DEMO["space"], trials=DEMO["trials"] if args.trials is None else args.trials,
-            workers_per_trial=args.workers_per_trial, gpu=args.gpu, epochs=args.epochs, storage=args.storage,
-            name=args.name, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-            max_concurrent=args.max_concurrent, cpus_per_worker=args.cpus_per_worker, seed=args.seed,
-            resume=args.resume, smoke_test=args.smoke_test, batch_size=args.batch_size, data_root=args.data_root,
-            address=args.address, time_budget_s=args.time_budget, train_overrides=dict(args.train),
-            enqueue=args.enqueue, worker_max_failures=args.max_failures, trial_max_failures=args.trial_retries,
-            cluster_config=args.cluster_config, shared_storage=args.shared_storage,
-            cpu_if_no_cuda=args.cpu_if_no_cuda, inject_nan_trials=list(args.inject_nan_trials), verbose=args.verbose,
-        )
+        opts = options(SweepOptions, args, space=args.space or DEMO["space"], train_overrides=dict(args.train),
+                       trials=DEMO["trials"] if args.trials is None else args.trials)
     return summarise_sweep(run_sweep(opts))
 
 
@@ -176,12 +176,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .full_run import TrainOptions, run_full
 
-    return run_full(TrainOptions(
-        config=args.config, rank=args.rank, epochs=args.epochs, workers=args.workers, gpu=args.gpu,
-        storage=args.storage, name=args.name, cpus_per_worker=args.cpus_per_worker, data_root=args.data_root,
-        batch_size=args.batch_size, address=args.address, max_failures=args.max_failures,
-        train_overrides=dict(args.train), cluster_config=args.cluster_config, shared_storage=args.shared_storage,
-        verbose=args.verbose))
+    return run_full(options(TrainOptions, args, train_overrides=dict(args.train)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

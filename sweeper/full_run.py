@@ -22,6 +22,7 @@ from model.run_config import RunConfig
 
 from .placement import plan
 from .results import load_best_entry
+from .settings import command_line_train
 from .storage import Location, check_writable, experiment_location, storage_errors
 
 
@@ -60,15 +61,8 @@ def prepare(opts: TrainOptions) -> tuple[RunConfig, str, Location]:
         run = RunConfig.from_dict(entry["run"])
     except UserError as err:
         raise UserError(f"--config {opts.config}: {err.summary()}") from None
-    changes = dict(opts.train_overrides)
-    if opts.epochs is not None:
-        changes["epochs"] = opts.epochs
-    if opts.batch_size is not None:
-        changes["batch_size"] = opts.batch_size
-    if opts.data_root is not None:
-        changes["data_root"] = os.path.abspath(os.path.expanduser(opts.data_root))
     try:
-        run = run.with_train(**changes)
+        run = run.with_train(**command_line_train(opts.epochs, opts.batch_size, opts.data_root, opts.train_overrides))
     except UserError as err:
         raise UserError(f"train config: {err.summary()}") from None
     if run.train.batch_size % opts.workers:

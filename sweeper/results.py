@@ -49,30 +49,10 @@ def _analysis(exp: Location):
         return None
 
 
-def _train_result(exp: Location, trial_id: str):
-    """The Train run of a trial as ``ray.train.Result`` (None before its first checkpoint)."""
-    import logging
-
-    import ray.train
-
-    from .settings import TRAIN_RUNS_DIR
-
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "a run snapshot was found" for every trial
-    run = exp.join(TRAIN_RUNS_DIR, f"train-{trial_id}")
-    if not run.exists():
-        return None
-    try:
-        return ray.train.Result.from_path(run.path, storage_filesystem=run.fs)
-    except RuntimeError:
-        return None
-
-
 def trial_records(exp: Location) -> list[dict[str, Any]]:
     """Per trial: ``trial_id``, Tune ``status``, ``config``, ``epochs`` (epoch -> its report, from
     Tune's records and the Train run's checkpointed history), ``train`` (the Train ``Result``)."""
-    import json
-
-    from .checkpoint import META_FILE
+    from .trial import checkpointed_history, train_result, train_run
 
     analysis = _analysis(exp)
     if analysis is None:
@@ -81,11 +61,9 @@ def trial_records(exp: Location) -> list[dict[str, Any]]:
     out = []
     for trial in analysis.trials:
         rows: dict[int, dict[str, Any]] = {}
-        train = _train_result(exp, trial.trial_id)
-        if train is not None and train.checkpoint is not None:
-            meta = exp.sibling_path(train.checkpoint.path).join(META_FILE)
-            if meta.is_file():
-                rows.update({int(h["epoch"]): dict(h) for h in json.loads(meta.read_text()).get("history", [])})
+        run = train_run(exp, trial.trial_id)
+        train = train_result(run)
+        rows.update({int(h["epoch"]): dict(h) for h in checkpointed_history(run, train)})
         df = frames.get(trial.trial_id)
         if df is not None and len(df) and "epoch" in df.columns:
             for rec in df.to_dict("records"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -83,6 +84,20 @@ class SweepSettings:
         if not f.is_file():
             raise UserError(f"no sweep at {exp.uri} (missing {SETTINGS_FILE})")
         return cls.from_dict(json.loads(f.read_text()))
+
+
+def command_line_train(epochs: int | None, batch_size: int | None, data_root: str | None,
+                       overrides: dict[str, Any]) -> dict[str, Any]:
+    """The train values ``--epochs``, ``--batch-size``, ``--data-root`` and ``--train KEY=VALUE`` set
+    (``--train`` last, so it wins); the data root absolute, so workers elsewhere read the same one."""
+    out: dict[str, Any] = {}
+    if epochs is not None:
+        out["epochs"] = epochs
+    if batch_size is not None:
+        out["batch_size"] = batch_size
+    if data_root is not None:
+        out["data_root"] = os.path.abspath(os.path.expanduser(data_root))
+    return {**out, **overrides}
 
 
 def space_text(ref: str) -> tuple[str, str]:

@@ -32,7 +32,7 @@ from model.errors import UserError
 
 from .placement import connect_ray, plan
 from .search import METRIC, MODE, StudySearcher, open_study
-from .settings import SweepSettings, load_space_text, space_text
+from .settings import SweepSettings, command_line_train, load_space_text, space_text
 from .storage import check_writable, experiment_location, locate, storage_errors
 from .trial import make_trainable
 
@@ -91,14 +91,7 @@ def forced_train(opts: SweepOptions, is_toy: bool) -> dict[str, Any]:
         out.update(epochs=2, steps_per_epoch=5, test_size=1000 if is_toy else 64)
         if not is_toy:
             out.update(batch_size=16 * opts.workers_per_trial, test_batch_size=32 * opts.workers_per_trial)
-    if opts.epochs is not None:
-        out["epochs"] = opts.epochs
-    if opts.batch_size is not None:
-        out["batch_size"] = opts.batch_size
-    if opts.data_root is not None:  # absolute: workers on other nodes or in other folders read it
-        out["data_root"] = os.path.abspath(os.path.expanduser(opts.data_root))
-    out.update(opts.train_overrides)
-    return out
+    return {**out, **command_line_train(opts.epochs, opts.batch_size, opts.data_root, opts.train_overrides)}
 
 
 def default_grace(epochs: int, reduction: float) -> int:

@@ -24,8 +24,25 @@ from .settings import TRAIN_RUNS_DIR, SweepSettings
 from .storage import Location, locate
 
 
-def train_run(settings: SweepSettings, trial_id: str) -> Location:
-    return locate(settings.experiment).join(TRAIN_RUNS_DIR, f"train-{trial_id}")
+def train_run(experiment: str | Location, trial_id: str) -> Location:
+    """The Train run of a trial, inside its experiment folder."""
+    exp = experiment if isinstance(experiment, Location) else locate(experiment)
+    return exp.join(TRAIN_RUNS_DIR, f"train-{trial_id}")
+
+
+def train_result(run: Location):
+    """The Train run at ``run`` as ``ray.train.Result`` (None before its first checkpoint)."""
+    import logging
+
+    import ray.train
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "a run snapshot was found", for every run
+    if not run.exists():
+        return None
+    try:
+        return ray.train.Result.from_path(run.path, storage_filesystem=run.fs)
+    except RuntimeError:  # no checkpoint manager snapshot yet
+        return None
 
 
 def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Location, callbacks: list | None = None,
@@ -52,22 +69,13 @@ def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Loca
     )
 
 
-def checkpointed_history(run: Location) -> list[dict[str, Any]]:
-    """Every epoch report a Train run's latest checkpoint holds (empty when it has none)."""
-    import logging
-
-    import ray.train
-
-    if not run.exists():
+def checkpointed_history(run: Location, result=None) -> list[dict[str, Any]]:  # noqa: ANN001
+    """Every epoch report the latest checkpoint of the Train run at ``run`` holds (``result``: its
+    :func:`train_result`, when already read; empty without a checkpoint)."""
+    result = result if result is not None else train_result(run)
+    if result is None or result.checkpoint is None:
         return []
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    try:
-        latest = ray.train.Result.from_path(run.path, storage_filesystem=run.fs).checkpoint
-    except RuntimeError:  # no checkpoint manager snapshot yet
-        return []
-    if latest is None:
-        return []
-    meta = run.sibling_path(latest.path).join(META_FILE)
+    meta = run.sibling_path(result.checkpoint.path).join(META_FILE)
     return list(json.loads(meta.read_text()).get("history", [])) if meta.is_file() else []
 
 
@@ -85,7 +93,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     sweep = SweepSettings.from_dict(settings)
-    run = train_run(sweep, tune.get_context().get_trial_id())
+    run = train_run(sweep.experiment, tune.get_context().get_trial_id())
     history = checkpointed_history(run)
     for metrics in history:
         tune.report({**metrics, "replayed": True})
