@@ -8,12 +8,14 @@ On a GPU it is ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_sta
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
 import statistics
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -64,6 +66,14 @@ class PeakMemory:
         if self.resettable or os.access("/proc/self/clear_refs", os.W_OK):
             return "VmHWM above VmRSS after building (high-water mark reset via /proc/self/clear_refs)"
         return "ru_maxrss / VmHWM above VmRSS after building (high-water mark could not be reset)"
+
+
+def emit_json(result: Any, json_out: str | None) -> None:
+    """Print ``result`` as indented JSON on stdout, and also write it to ``json_out`` when given."""
+    text = json.dumps(result, indent=1, default=str)
+    print(text)
+    if json_out:
+        Path(json_out).write_text(text)
 
 
 def sync(device: torch.device) -> None:

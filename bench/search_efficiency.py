@@ -17,7 +17,6 @@ The second line trains every full trial as many steps as the demo (320) but give
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import tempfile
@@ -121,10 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         reached = [r["trial_epochs_to_within"] for r in mine]
         summary[arm]["reached_within"] = f"{sum(x is not None for x in reached)}/{len(reached)}"
     out = {"overall_best": overall, "within": args.within, "schedule": schedule, "runs": runs, "summary": summary}
-    text = json.dumps(out, indent=1, default=str)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text)
+    from bench.measure import emit_json
+
+    emit_json(out, args.json_out)
     return 0
 
 
