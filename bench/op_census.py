@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+OUR_STEPS = 2  # profiled steps of this project's side (the authors' side: 3 − 1 timed steps)
 GROUPS = (("convolution", ("conv",)), ("matmul", ("mm", "matmul", "linear", "addmm", "bmm")),
           ("element-wise", ("mul", "add", "sub", "div", "sigmoid", "silu", "exp", "neg", "rsub", "relu",
                             "where", "abs", "pow", "sqrt", "clamp", "cat", "copy_", "fill_", "zero_", "lerp",
@@ -72,7 +73,6 @@ def profile_ours(out: str, case_name: str, threads: int, steps: int) -> None:
     from model.iresblock import InvertibleResBlock
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
     case = make_case(case_name, torch.device("cpu"))
     step = train_step(case)
     for i in range(2):
@@ -83,7 +83,8 @@ def profile_ours(out: str, case_name: str, threads: int, steps: int) -> None:
             step(case.batch(i), hold_concat=True)
             blocks = [m for m in case.model.modules() if isinstance(m, InvertibleResBlock) and m.last_n_terms]
             terms.append(sum(m.last_n_terms for m in blocks) / max(1, len(blocks)))
-    Path(out).write_text(json.dumps({"ops": _census(prof), "terms": terms, "steps": steps}))
+    ops = {op: [calls / steps, us / steps] for op, (calls, us) in _census(prof).items()}  # per step
+    Path(out).write_text(json.dumps({"ops": ops, "terms": terms, "steps": steps}))
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> str:
@@ -154,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     with tempfile.TemporaryDirectory(prefix="idn-census-") as tmp:
         out = os.path.join(tmp, "ours.json")
-        _run([sys.executable, "-m", "bench.op_census", "--_ours", out, args.case, str(args.threads), "2"], env, ROOT)
+        _run([sys.executable, "-m", "bench.op_census", "--_ours", out, args.case, str(args.threads), str(OUR_STEPS)],
+             env, ROOT)
         ours = json.loads(Path(out).read_text())
-        ours["ops"] = {op: [c / 2, us / 2] for op, (c, us) in ours["ops"].items()}
     result = {"case": args.case, "threads": args.threads,
               "authors": summary(authors_census(args.case, args.ref, args.harness, args.threads)),
               "ours": summary(ours)}

@@ -42,11 +42,21 @@ PAPER_CIFAR10 = [(8_700_000, 3.38, 3.37), (25_000_000, 3.28, 3.25)]
 SEARCHABLE_CHOICES = ("depth", "activation", "blocks_per_scale")
 
 
+def _reference(space_data: dict[str, Any], spec: dict[str, Any] | str):
+    """The reference Residual Flow (a ``ModelConfig``) of a ``budget:`` value in this space."""
+    from search_spaces.budgets import DEFAULT_TOLERANCE, make_budget
+
+    try:
+        return make_budget(spec, float(space_data.get("tolerance", DEFAULT_TOLERANCE)), space_data.get("dataset")).reference
+    except UserError as err:
+        raise UserError(f"scaling: {err.summary()}") from None
+
+
 def scaled_reference(space_data: dict[str, Any], budget: Any) -> dict[str, Any] | str:
     """The ``budget:`` of the reference Residual Flow at ``budget``: a preset name (``cifar10-small``)
     or a mapping (a reference config) as given; a number: the space's reference with the width whose
     count is nearest it."""
-    from search_spaces.budgets import REFERENCE_CONFIGS, make_budget
+    from search_spaces.budgets import REFERENCE_CONFIGS, UnknownBudget, resolve_budget
     from search_spaces.solver import nearest_width, width_value
 
     if isinstance(budget, dict):
@@ -54,18 +64,16 @@ def scaled_reference(space_data: dict[str, Any], budget: Any) -> dict[str, Any] 
     if isinstance(budget, str) and budget.strip().lower() in REFERENCE_CONFIGS:
         return budget.strip().lower()
     try:
-        target = int(float(str(budget).replace(",", "").replace("_", "")))
-    except (TypeError, ValueError):
-        raise UserError(f"scaling: budget {budget!r} is neither a number of parameters, a preset name "
-                        f"({', '.join(REFERENCE_CONFIGS)}) nor a reference config") from None
-    if target < 1:
-        raise UserError(f"scaling: budget {budget!r} must be positive")
+        target = resolve_budget(budget)  # a positive whole number, also as "8.7e6" or "100,000"
+    except UnknownBudget as err:
+        raise UserError(f"scaling: budget {budget!r} is neither a number of parameters, a preset name nor a "
+                        f"reference config ({err.summary()})") from None
     ref_spec = space_data.get("budget")
     if not isinstance(ref_spec, dict):
         raise UserError("scaling: a budget given as a number needs a reference config as the space's budget "
                         "(e.g. {family: resflow, toy_hidden: [24, 24, 24, 24], blocks_per_scale: [10]}) so its "
                         "width can be scaled; or give preset names / reference configs as budgets")
-    ref = make_budget(ref_spec, float(space_data.get("tolerance", 0.015)), space_data.get("dataset")).reference
+    ref = _reference(space_data, ref_spec)
     sol = nearest_width(ref, target)
     width = width_value(sol.field, sol.width, len(ref.toy_hidden))
     return {**ref_spec, sol.field: list(width) if isinstance(width, tuple) else width}
@@ -74,17 +82,11 @@ def scaled_reference(space_data: dict[str, Any], budget: Any) -> dict[str, Any] 
 def followed_fields(space_data: dict[str, Any], budget_spec: dict[str, Any] | str) -> dict[str, Any]:
     """The model fields ``follow_reference:`` copies from this budget's reference Residual Flow (the
     paper's 8.7M and 25M comparisons hold the blocks per scale of the Residual Flow they match)."""
-    from search_spaces.budgets import make_budget
-
     follow = space_data.get("follow_reference") or []
     if not follow:
         return {}
-    try:
-        ref = make_budget(budget_spec, float(space_data.get("tolerance", 0.015)), space_data.get("dataset")).reference
-    except UserError as err:
-        raise UserError(f"scaling: {err.summary()}") from None
-    values = {f: getattr(ref, f) for f in follow}
-    return {f: list(v) if isinstance(v, tuple) else v for f, v in values.items()}
+    ref = _reference(space_data, budget_spec)
+    return {f: list(v) if isinstance(v := getattr(ref, f), tuple) else v for f in follow}
 
 
 def budget_space(space_data: dict[str, Any], budget: Any) -> tuple[dict[str, Any], list[str]]:
