@@ -21,9 +21,9 @@ PASSTHROUGH = {
     "toy": ("model.toy_train", "train a toy 2-D flow without Ray and print its test NLL in nats"),
     "signal": ("model.signal", "signal preservation of the activations (paper Table 5 / 8)"),
     "bench": ("bench.run", "step time, memory and counter speed (JSON)"),
-    "reproduce": ("sweeper.reproduce", "the paper's toy results (Table 1, Figure 3), one Ray task per run"),
-    "scaling": ("sweeper.scaling", "budget-matched sweeps at several budgets: best score against parameters per family"),
-    "eta": ("sweeper.eta", "heatmaps of the learned concatenation weights of a checkpoint (paper Fig. 10)"),
+    "reproduce": ("studies.reproduce", "the paper's toy results (Table 1, Figure 3), one Ray task per run"),
+    "scaling": ("studies.scaling", "budget-matched sweeps at several budgets: best score against parameters per family"),
+    "eta": ("studies.eta", "heatmaps of the learned concatenation weights of a checkpoint (paper Fig. 10)"),
 }
 DEMO = dict(space="demo-moons", trials=6)
 
@@ -173,6 +173,19 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    """A sweep's table and figures; for a scaling study's folder, its table across budgets."""
+    from studies.scaling import SCALING_FILE, print_scaling, write_scaling_outputs
+
+    from .results import experiment_candidates, resolve_experiment, show_results
+
+    for c in experiment_candidates(args.experiment, args.storage):
+        if c.join(SCALING_FILE).is_file():
+            print_scaling(*write_scaling_outputs(c))
+            return 0
+    return show_results(resolve_experiment(args.experiment, args.storage), args.plots)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .full_run import TrainOptions, run_full
 
@@ -198,9 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_sweep(None)
         if args.command == "results":
-            from .results import cmd_results
-
-            return cmd_results(args.experiment, args.storage, args.plots)
+            return cmd_results(args)
         if args.command == "best":
             return cmd_best(args)
         if args.command == "train":

@@ -112,8 +112,9 @@ def write_figure(checkpoint: Location, out: Location, label: str | None = None) 
 
     import torch
 
+    from figures.plots import plot_sample_grid, plot_toy_densities
+
     from .checkpoint import load_model
-    from .plots import plot_sample_grid, plot_toy_densities
 
     with checkpoint.local_copy() as d:
         model, state = load_model(d)

@@ -21,13 +21,19 @@ from model.errors import UserError
 from .settings import SETTINGS_FILE, SweepSettings
 from .storage import Location, is_uri, locate
 
-RESULTS_CSV, RESULTS_PARQUET, SCORES_PNG = "results.csv", "results.parquet", "scores.png"
+RESULTS_CSV, RESULTS_PARQUET, SCORES_PNG, DENSITIES_PNG = "results.csv", "results.parquet", "scores.png", "densities.png"
+STUDY_PNGS = {"by_family": "scores_by_family.png", "parallel": "parallel.png", "importance": "importance.png"}
 EXCLUDED = ("diverged", "error")
+
+
+def experiment_candidates(name_or_path: str, storage: str) -> list[Location]:
+    """Where ``name_or_path`` may be: itself, and (unless a URI) a folder of that name under ``storage``."""
+    return [locate(name_or_path)] + ([] if is_uri(name_or_path) else [locate(storage).join(name_or_path)])
 
 
 def resolve_experiment(name_or_path: str, storage: str = "ray_results") -> Location:
     """An experiment folder from a path or URI, or a name under ``storage``."""
-    candidates = [locate(name_or_path)] + ([] if is_uri(name_or_path) else [locate(storage).join(name_or_path)])
+    candidates = experiment_candidates(name_or_path, storage)
     for c in candidates:
         if c.join(SETTINGS_FILE).is_file():
             return c
@@ -171,9 +177,14 @@ def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: 
 
 
 # ----------------------------------------------------------------------------------- verdicts
+def scored(df):  # noqa: ANN001
+    """The rows of trials with a score that counts (not diverged, not errored), best first."""
+    return df[~df["status"].isin(EXCLUDED) & df["best_score"].notna()] if len(df) else df
+
+
 def control_verdict(df, unit: str) -> str | None:
     """One line: does the best i-DenseNet beat the Residual Flow control at equal budget, and by how much."""
-    ok = df[~df["status"].isin(EXCLUDED) & df["best_score"].notna()] if len(df) else df
+    ok = scored(df)
     ctrl = ok[ok["role"] == "control"]
     dense = ok[ok["family"] == "idensenet"]
     if not len(ctrl) or not len(dense):
@@ -191,7 +202,7 @@ def control_verdict(df, unit: str) -> str | None:
 
 def family_verdict(df, unit: str) -> str | None:
     """The best score of each family, when the sweep had more than one."""
-    ok = df[~df["status"].isin(EXCLUDED) & df["best_score"].notna()] if len(df) else df
+    ok = scored(df)
     if not len(ok) or ok["family"].nunique() < 2:
         return None
     best = ok.groupby("family")["best_score"].min().sort_values()
@@ -206,7 +217,7 @@ def best_configs(exp: Location, top: int) -> dict[str, Any]:
     records = trial_records(exp)
     df = table_from_records(records, settings.epochs, settings.metric_name)
     configs = {rec["trial_id"]: rec["config"] for rec in records}
-    ok = df[~df["status"].isin(EXCLUDED) & df["best_score"].notna()] if len(df) else df
+    ok = scored(df)
     if not len(ok):
         raise UserError(f"sweep {exp.uri} has no scored trial yet")
     entries = []
@@ -269,19 +280,31 @@ def write_table(df, csv: Location, parquet: Location) -> None:
     parquet.write_bytes(buf.getvalue())
 
 
-def write_outputs(exp: Location, df) -> dict[str, str]:
+def write_outputs(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
     """CSV, Parquet and the score-per-epoch PNG beside the experiment; their paths (or URIs)."""
-    from .plots import plot_scores
+    from figures.plots import plot_scores
 
-    settings = SweepSettings.load(exp)
     out = {"csv": exp.join(RESULTS_CSV), "parquet": exp.join(RESULTS_PARQUET), "png": exp.join(SCORES_PNG)}
     write_table(df, out["csv"], out["parquet"])
     png = io.BytesIO()
     labels = dict(zip(df["trial"], df["role"])) if len(df) else {}
     curves = {f"{t} ({labels[t]})" if labels.get(t, "search") != "search" else t: pts
               for t, pts in df.attrs.get("curves", {}).items()}
-    plot_scores(curves, png, ylabel="test NLL (nats)" if settings.is_toy else "test bits/dim")
+    plot_scores(curves, png, ylabel=settings.score_label)
     out["png"].write_bytes(png.getvalue())
+    return {k: v.uri for k, v in out.items()}
+
+
+def write_study_figures(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
+    """Optuna's views of the sweep's study (:mod:`figures.study`) beside the experiment; their URIs."""
+    from figures.study import study_figures
+
+    from .search import open_study
+
+    out = {}
+    for kind, png in study_figures(open_study(settings, fetch=True), df, settings.score_label).items():
+        out[kind] = exp.join(STUDY_PNGS[kind])
+        out[kind].write_bytes(png)
     return {k: v.uri for k, v in out.items()}
 
 
@@ -301,37 +324,27 @@ def format_table(df) -> str:
         return shown.to_string(index=False, na_rep="-")
 
 
-def cmd_results(name_or_path: str, storage: str, plots: bool = False) -> int:
-    from .scaling import SCALING_FILE, print_scaling, write_scaling_outputs
-
-    for c in [locate(name_or_path)] + ([] if is_uri(name_or_path) else [locate(storage).join(name_or_path)]):
-        if c.join(SCALING_FILE).is_file():  # a scaling study: its table across budgets
-            print_scaling(*write_scaling_outputs(c))
-            return 0
-    exp = resolve_experiment(name_or_path, storage)
+def show_results(exp: Location, plots: bool = False) -> int:
+    """``idensenet results``: the table, the verdicts, and the files written beside the experiment."""
+    settings = SweepSettings.load(exp)
     df = results_table(exp)
     print(format_table(df))
-    unit = "nats" if SweepSettings.load(exp).is_toy else "bpd"
-    for line in (control_verdict(df, unit), family_verdict(df, unit)):
+    for line in (control_verdict(df, settings.unit), family_verdict(df, settings.unit)):
         if line:
             print(line)
-    paths = write_outputs(exp, df)
+    paths = write_outputs(exp, df, settings)
     if plots:
-        from .study_plots import write_study_plots
-
-        paths.update(write_study_plots(exp, df))
+        paths.update(write_study_figures(exp, df, settings))
     print("\nwrote " + "\n      ".join(paths.values()))
     return 0
-
-
-DENSITIES_PNG = "densities.png"
 
 
 def density_figure(exp: Location, df, data: str) -> str | None:
     """The data and exp(log p) of every scored trial at its best checkpoint (EMA weights), each
     titled with its score, status and role."""
+    from figures.plots import plot_toy_densities
+
     from .checkpoint import STATE_FILE, load_model
-    from .plots import plot_toy_densities
 
     models = []
     for row in df.itertuples(index=False):
@@ -360,10 +373,9 @@ def summarise_sweep(outcome) -> int:  # noqa: ANN001
 
     exp = locate(outcome.experiment)
     settings = SweepSettings.load(exp)
-    unit = "nats" if settings.is_toy else "bpd"
     df = results_table(exp)
     print("\n" + format_table(df))
-    paths = write_outputs(exp, df)
+    paths = write_outputs(exp, df, settings)
     print(f"\nresults: {paths['csv']}\n         {paths['parquet']}\nscores per epoch: {paths['png']}")
     try:
         best = best_configs(exp, 1)["configs"][0]
@@ -378,7 +390,7 @@ def summarise_sweep(outcome) -> int:  # noqa: ANN001
         fig = density_figure(exp, df, settings.data)
         if fig:
             print(f"learned densities: {fig}")
-    for line in (family_verdict(df, unit), control_verdict(df, unit)):
+    for line in (family_verdict(df, settings.unit), control_verdict(df, settings.unit)):
         if line:
             print("\n" + line)
     if not outcome.ended:

@@ -59,6 +59,14 @@ class SweepSettings:
         return "test_nll" if self.is_toy else "test_bpd"
 
     @property
+    def unit(self) -> str:
+        return "nats" if self.is_toy else "bpd"
+
+    @property
+    def score_label(self) -> str:
+        return "test NLL (nats)" if self.is_toy else "test bits/dim"
+
+    @property
     def journal(self) -> str:
         return locate(self.experiment).join(JOURNAL_FILE).uri
 

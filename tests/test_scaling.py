@@ -11,7 +11,7 @@ import yaml
 
 from model.errors import UserError
 from sweeper.cli import main
-from sweeper.scaling import budget_space
+from studies.scaling import budget_space
 
 SPACE = {
     "name": "tiny-scaling", "dataset": "moons", "tolerance": 0.06,

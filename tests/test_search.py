@@ -142,7 +142,7 @@ def test_importance_compares_trials_at_the_epoch_all_of_them_reached():
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from sweeper.study_plots import equal_fidelity_study
+    from figures.study import equal_fidelity_study
 
     dist = {"train/lr": FloatDistribution(1e-4, 1e-1, log=True)}
     study = optuna.create_study()

@@ -34,7 +34,8 @@ import yaml
 
 from model.errors import UserError
 
-from .storage import Location, experiment_location
+from sweeper.settings import SETTINGS_FILE
+from sweeper.storage import Location, experiment_location
 
 SCALING_FILE, SCALING_CSV, SCALING_PARQUET, SCALING_PNG = "scaling.json", "scaling.csv", "scaling.parquet", "scaling.png"
 #: paper Table 3 / Table 6 (CLipSwish), test bpd: (parameters, Residual Flow, i-DenseNet)
@@ -131,17 +132,17 @@ def scaling_table(exp: Location):
     """One row per budget and family: the best trial and what the family spent."""
     import pandas as pd
 
-    from .results import EXCLUDED, results_table
+    from sweeper.results import results_table, scored
 
     doc = json.loads(exp.join(SCALING_FILE).read_text())
     rows = []
     for sub in doc["budgets"]:
         sub_exp = exp.join(sub["name"])
-        if not sub_exp.join("idensenet_sweep.json").is_file():
+        if not sub_exp.join(SETTINGS_FILE).is_file():
             continue
         df = results_table(sub_exp)
         for family, part in df.groupby("family"):
-            ok = part[~part["status"].isin(EXCLUDED) & part["best_score"].notna()]
+            ok = scored(part)
             best = ok.iloc[0] if len(ok) else None
             rows.append({
                 "budget": sub["params"], "family": family, "best_score": best["best_score"] if best is not None else None,
@@ -164,10 +165,9 @@ def scaling_table(exp: Location):
 
 
 def scaling_figure(df, path_or_buf, ylabel: str, data: str | None) -> None:
-    from .plots import _plt
+    from figures.plots import pyplot, save_png
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for i, (family, part) in enumerate(df.dropna(subset=["best_score"]).groupby("family")):
         part = part.sort_values("param_count")
         ax.plot(part["param_count"].astype(float), part["best_score"], "-o", color=f"C{i}", label=family)
@@ -179,12 +179,11 @@ def scaling_figure(df, path_or_buf, ylabel: str, data: str | None) -> None:
     ax.set_xlabel("parameters")
     ax.set_ylabel(ylabel)
     ax.legend()
-    fig.savefig(path_or_buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_png(fig, path_or_buf)
 
 
 def write_scaling_outputs(exp: Location) -> tuple[Any, dict[str, str]]:
-    from .results import write_table  # results imports this module for a scaling folder
+    from sweeper.results import write_table
 
     df = scaling_table(exp)
     out = {"csv": exp.join(SCALING_CSV), "parquet": exp.join(SCALING_PARQUET), "png": exp.join(SCALING_PNG)}
@@ -210,7 +209,7 @@ def print_scaling(df, paths: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import Parser, _kv
+    from sweeper.cli import Parser, _kv
 
     p = Parser(prog="idensenet scaling", description="Budget-matched sweeps at several budgets.")
     p.add_argument("--space", required=True, help="a space file or shipped name (a numeric budget needs a reference config as its budget:)")
@@ -232,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_scaling(args: argparse.Namespace) -> int:
-    from .settings import space_text
-    from .sweep import SweepOptions, run_sweep
+    from sweeper.settings import space_text
+    from sweeper.sweep import SweepOptions, run_sweep
 
     if args.trials < 1 or (args.epochs is not None and args.epochs < 1):
         raise UserError("--trials and --epochs must be positive integers")
@@ -266,10 +265,10 @@ def run_scaling(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="idn-scaling-") as tmp:
         for params, sub in subs:
             sub_exp = exp.join(f"b{params}")
-            settings_file = sub_exp.join("idensenet_sweep.json")
+            settings_file = sub_exp.join(SETTINGS_FILE)
             if settings_file.is_file():
-                from .results import all_trials_ended
-                from .settings import SweepSettings
+                from sweeper.results import all_trials_ended
+                from sweeper.settings import SweepSettings
 
                 if all_trials_ended(sub_exp, SweepSettings.load(sub_exp).trials):
                     print(f"budget {params:,}: done before, skipped", flush=True)

@@ -39,12 +39,11 @@ def eta_rows(model) -> list[dict[str, Any]]:  # noqa: ANN001
 def figure(rows: list[dict[str, Any]], path: str, title: str) -> None:
     import numpy as np
 
-    from .plots import _plt, _save
+    from figures.plots import pyplot, save_png
 
-    plt = _plt()
     blocks = list(dict.fromkeys((r["scale"], r["block"]) for r in rows))
     layers = max(r["layer"] for r in rows)
-    fig, axes = plt.subplots(1, 2, figsize=(2 + 0.5 * layers * 2, 1 + 0.22 * len(blocks)), squeeze=False)
+    fig, axes = pyplot().subplots(1, 2, figsize=(2 + 0.5 * layers * 2, 1 + 0.22 * len(blocks)), squeeze=False)
     for ax, key, name in zip(axes[0], ("eta1_hat", "eta2_hat"), ("η̂₁ (input x)", "η̂₂ (new features φ(Wx))")):
         grid = np.full((len(blocks), layers), np.nan)
         for r in rows:
@@ -56,12 +55,11 @@ def figure(rows: list[dict[str, Any]], path: str, title: str) -> None:
         ax.set_yticks(range(len(blocks)), [f"{'FC' if s == 'fc' else 's' + s} b{b}" for s, b in blocks], fontsize=5)
         fig.colorbar(im, ax=ax, fraction=0.05)
     fig.suptitle(title, fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import Parser
+    from sweeper.cli import Parser
 
     p = Parser(prog="idensenet eta", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a checkpoint folder (path or URI) of a sweep trial or a full run")
@@ -69,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from model.errors import UserError
 
-    from .checkpoint import STATE_FILE, load_model
-    from .storage import locate
+    from sweeper.checkpoint import STATE_FILE, load_model
+    from sweeper.storage import locate
 
     try:
         ckpt = locate(args.checkpoint)

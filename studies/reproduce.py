@@ -59,7 +59,7 @@ def run_one(name: str, data: str, iterations: int, seed: int, grid: int = 80) ->
 
     from model.toy_train import default_lc_hold, train_toy
 
-    from .plots import toy_log_density
+    from figures.plots import toy_log_density
 
     torch.set_num_threads(1)
     cfg = model_config(name)
@@ -77,10 +77,9 @@ def figure(rows: list[dict[str, Any]], models: list[str], data: list[str], path:
 
     from model.data import toy_sample
 
-    from .plots import TOY_EXTENT, _plt, _save
+    from figures.plots import TOY_EXTENT, pyplot, save_png
 
-    plt = _plt()
-    fig, axes = plt.subplots(1 + len(models), len(data), figsize=(2.6 * len(data), 2.6 * (1 + len(models))),
+    fig, axes = pyplot().subplots(1 + len(models), len(data), figsize=(2.6 * len(data), 2.6 * (1 + len(models))),
                              squeeze=False)
     ext = [-TOY_EXTENT, TOY_EXTENT, -TOY_EXTENT, TOY_EXTENT]
     for j, d in enumerate(data):
@@ -97,8 +96,7 @@ def figure(rows: list[dict[str, Any]], models: list[str], data: list[str], path:
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def table(rows: list[dict[str, Any]]):
@@ -124,7 +122,7 @@ def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import Parser
+    from sweeper.cli import Parser
 
     p = Parser(prog="idensenet reproduce toy",
                description="The paper's toy results (Table 1, Figure 3), one Ray task per run.")
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import ray
 
-    from .placement import connect_ray
+    from sweeper.placement import connect_ray
 
     connect_ray(args.address, gpu=False)
     task = ray.remote(num_cpus=1)(run_one)

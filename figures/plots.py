@@ -1,4 +1,5 @@
-"""PNG figures (matplotlib, Agg backend): score per epoch, toy densities, image sample grids."""
+"""PNG figures (matplotlib, Agg backend): score per epoch, toy densities, image sample grids. Used by
+``sweeper`` (a sweep's plots, a full run's figure) and ``studies``; imports only ``model``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 TOY_EXTENT = 4.0  # the toy densities live in [-4, 4]^2
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,20 +22,21 @@ def _plt():
     return plt
 
 
-def _save(fig, path) -> None:
-    """Save to a path (written to a temporary name, then renamed) or to a binary file object."""
+def save_png(fig, path) -> None:
+    """Save and close ``fig``: to a path (written to a temporary name, then renamed) or to a binary
+    file object."""
     if not isinstance(path, (str, os.PathLike)):
         fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(f"{path}.tmp.png", dpi=110, bbox_inches="tight")
+        os.replace(f"{path}.tmp.png", path)
+    pyplot().close(fig)
 
 
 def plot_scores(curves: dict[str, list[tuple[int, float]]], path, ylabel: str) -> None:
     """One line of test score against epoch per trial."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, pts in sorted(curves.items()):
         if pts:
@@ -47,8 +50,7 @@ def plot_scores(curves: dict[str, list[tuple[int, float]]], path, ylabel: str) -
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=7, loc="upper right")
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def toy_log_density(model, n: int = 120, extent: float = TOY_EXTENT) -> np.ndarray:
@@ -69,7 +71,7 @@ def plot_toy_densities(
     models: Sequence[tuple[str, object]], path, data: str | None = None, n: int = 56
 ) -> None:
     """A panel of exp(log p) per model on an n×n grid (title: its label), plus the data when named."""
-    plt = _plt()
+    plt = pyplot()
     panels = len(models) + (1 if data else 0)
     cols = min(panels, 3)
     rows = math.ceil(panels / cols)
@@ -92,8 +94,7 @@ def plot_toy_densities(
         ax.set_yticks([])
         if i >= panels:
             ax.axis("off")
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_sample_grid(images, path, n_levels: int, nrow: int = 8) -> None:
@@ -103,9 +104,8 @@ def plot_sample_grid(images, path, n_levels: int, nrow: int = 8) -> None:
 
     x = torch.floor(images.clamp(0, 1 - 1e-6) * n_levels) / (n_levels - 1)
     grid = make_grid(x, nrow=nrow, padding=1).permute(1, 2, 0).cpu().numpy()
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray" if grid.shape[-1] == 1 else None)
     ax.axis("off")
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)

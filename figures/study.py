@@ -1,0 +1,82 @@
+"""Optuna's views of a sweep's study, and the scores of its trials by family (``idensenet results
+NAME --plots``), each as PNG bytes:
+
+* ``importance``: importance of each searched dimension (Optuna's default importance evaluator)
+  at **equal fidelity**: every searched trial is scored by its value at the same epoch, the deepest
+  epoch that every trial reached (with ASHA: the grace period), so a trial stopped early is compared
+  with a finished one on the epoch both trained, never on their different last epochs. Baselines
+  and enqueued trials draw no parameters and are left out.
+* ``parallel``: Optuna's parallel-coordinate plot of the same trials and values.
+* ``by_family``: test score against epoch for every trial, coloured by family.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+from .plots import pyplot, save_png
+
+
+def equal_fidelity_study(study) -> tuple[Any, int | None]:  # noqa: ANN001
+    """An in-memory study of the searched trials, each COMPLETE with its value at the deepest epoch
+    all of them reached; ``(study, epoch)``, epoch None when no epoch is shared."""
+    import optuna
+
+    searched = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("role", "search") == "search"
+                and t.intermediate_values and t.params]
+    epoch = min((max(t.intermediate_values) for t in searched), default=None)
+    out = optuna.create_study(direction="minimize")
+    if epoch is None:
+        return out, None
+    for t in searched:
+        value = t.intermediate_values.get(epoch)
+        if value is not None and value == value:  # finite and reached
+            out.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value))
+    return out, epoch
+
+
+def _png(ax) -> bytes:  # noqa: ANN001
+    buf = io.BytesIO()
+    save_png(ax.figure if hasattr(ax, "figure") else ax.ravel()[0].figure, buf)
+    return buf.getvalue()
+
+
+def family_curves(df, ylabel: str) -> bytes:  # noqa: ANN001
+    """Every trial's curve in ``df.attrs["curves"]``, coloured by its ``family`` column."""
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    family = dict(zip(df["trial"], df["family"]))
+    colours = {f: f"C{i}" for i, f in enumerate(sorted(set(family.values())))}
+    for trial, pts in df.attrs.get("curves", {}).items():
+        if pts:
+            epochs, scores = zip(*pts)
+            ax.plot(epochs, scores, "-o", ms=3, color=colours.get(family.get(trial), "grey"), alpha=0.8)
+    for f, c in colours.items():
+        ax.plot([], [], color=c, label=f)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return _png(ax)
+
+
+def study_figures(study, df, ylabel: str) -> dict[str, bytes]:  # noqa: ANN001
+    """The three PNGs by kind (only those the study can support; a note says why one is missing)."""
+    import optuna
+
+    pyplot()  # Agg backend before Optuna's matplotlib views import pyplot
+    out = {"by_family": family_curves(df, ylabel)}
+    fair, epoch = equal_fidelity_study(study)
+    from optuna.visualization import matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", module="optuna")  # experimental-API and few-trials warnings
+    if len(fair.trials) >= 2 and len({k for t in fair.trials for k in t.params}) >= 1:
+        out["parallel"] = _png(ovm.plot_parallel_coordinate(fair, target_name=f"{ylabel} at epoch {epoch}"))
+        try:
+            out["importance"] = _png(ovm.plot_param_importances(fair, target_name=f"{ylabel} at epoch {epoch}"))
+        except (RuntimeError, ValueError) as err:  # e.g. every value equal, or one distinct configuration
+            print(f"note: no importance plot ({err})")
+    else:
+        print("note: fewer than 2 searched trials with a shared epoch: no parallel-coordinate or importance plot")
+    return out
