@@ -24,6 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.flow import build_model
+from model.run_config import RunConfig
+
 from .storage import atomic_write_file
 
 STATE_FILE = "state.pt"
@@ -35,21 +38,9 @@ def rng_file(rank: int) -> str:
     return f"rng_rank{rank}.pt"
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    atomic_write_file(Path(path), lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(text: str, path: str | os.PathLike[str]) -> None:
-    atomic_write_file(Path(path), lambda f: f.write(text.encode()))
-
-
 def capture_rng(device: torch.device | None = None) -> dict[str, Any]:
     """This process's RNG states: torch CPU (and the CUDA device's), numpy global, python ``random``."""
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if device is not None and device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -63,20 +54,15 @@ def restore_rng(state: dict[str, Any], device: torch.device | None = None) -> No
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def save_checkpoint(
-    directory: str | os.PathLike[str],
-    rank: int,
-    state: dict[str, Any] | None,
-    rng: dict[str, Any],
-    meta: dict[str, Any] | None = None,
-) -> None:
+def save_checkpoint(directory: str | os.PathLike[str], rank: int, state: dict[str, Any] | None,
+                    rng: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
     """Write this rank's part of a checkpoint into ``directory`` (rank 0 passes ``state`` and ``meta``)."""
     d = Path(directory)
     if state is not None:
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, d / STATE_FILE)
+        atomic_write_file(d / STATE_FILE, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
     if meta is not None:
-        atomic_write_text(json.dumps(meta, indent=1, default=str), d / META_FILE)
-    atomic_torch_save(rng, d / rng_file(rank))
+        atomic_write_file(d / META_FILE, lambda f: f.write(json.dumps(meta, indent=1, default=str).encode()))
+    atomic_write_file(d / rng_file(rank), lambda f: torch.save(rng, f))
 
 
 def load_state(directory: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
@@ -90,19 +76,12 @@ def load_state(directory: str | os.PathLike[str], map_location: Any = "cpu") -> 
 def load_rng(directory: str | os.PathLike[str], rank: int) -> dict[str, Any] | None:
     """This rank's RNG states, or None when the run that wrote it had fewer ranks."""
     path = Path(directory) / rng_file(rank)
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
 def load_model(directory: str | os.PathLike[str], use_ema: bool = True):
-    """Rebuild the flow a checkpoint describes and load its weights (EMA weights when present).
-
-    Returns ``(model, state)`` with the model in eval mode on the CPU.
-    """
-    from model.flow import build_model
-    from model.run_config import RunConfig
-
+    """``(model, state)``: the flow a checkpoint describes with its weights (the EMA weights when
+    present), in eval mode on the CPU."""
     state = load_state(directory)
     model = build_model(RunConfig.from_dict(state["run"]).model)
     model.load_state_dict(state["model"])

@@ -10,20 +10,26 @@ the EMA weights (a density plot for toy data, a sample grid for images).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from figures.plots import plot_sample_grid, plot_toy_densities
 from model.data import require_dataset
 from model.errors import UserError
 from model.run_config import RunConfig
 
+from .checkpoint import load_model
 from .placement import plan
 from .results import load_best_entry
 from .settings import command_line_train
 from .storage import Location, check_writable, experiment_location, storage_errors
+from .trial import cause_line, make_torch_trainer
 
 
 @dataclass
@@ -78,8 +84,6 @@ def run_full(opts: TrainOptions) -> int:
     run, name, folder = prepare(opts)
     shape, _ = plan(opts.workers, opts.gpu, opts.cpus_per_worker, 1, None, opts.address, opts.storage,
                     opts.cluster_config, opts.shared_storage, opts.verbose, with_driver=False)
-    from .trial import cause_line, make_torch_trainer
-
     with storage_errors(f"run {folder.uri}"):
         resumed = folder.exists()
     print(f"{'resuming' if resumed else 'starting'} run {folder.uri}: {run.train.epochs} epochs on {run.train.data}, "
@@ -106,24 +110,15 @@ def run_full(opts: TrainOptions) -> int:
     return 0
 
 
-def write_figure(checkpoint: Location, out: Location, label: str | None = None) -> str:
+def write_figure(checkpoint: Location, out: Location) -> str:
     """Density plot (toy) or sample grid (images) from a checkpoint's EMA weights; the PNG's path/URI."""
-    import io
-
-    import torch
-
-    from figures.plots import plot_sample_grid, plot_toy_densities
-
-    from .checkpoint import load_model
-
     with checkpoint.local_copy() as d:
         model, state = load_model(d)
     data = state["run"]["train"]["data"]
     buf = io.BytesIO()
     if model.config.is_toy:
-        name = "density.png"
-        score = state["history"][-1]["test_score"]
-        plot_toy_densities([(label or f"epoch {state['epoch']}, NLL {score:.3f}", model)], buf, data, n=100)
+        name, score = "density.png", state["history"][-1]["test_score"]
+        plot_toy_densities([(f"epoch {state['epoch']}, NLL {score:.3f}", model)], buf, data, n=100)
     else:
         name = "samples.png"
         model.update_lipschitz(None)

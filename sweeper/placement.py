@@ -19,8 +19,9 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
+import ray
 import yaml
 
 from model.errors import UserError
@@ -67,38 +68,24 @@ class ClusterShape:
     def nodes_up(self) -> int:
         return max(1, len(self.live_nodes))
 
-    def _launchable(self) -> list[tuple[NodeGroup, int]]:
-        """(worker type, how many) filled in config order up to the global limit."""
+    def _fill(self, per_node: Callable[[NodeGroup], float]) -> float:
+        """The head once, then the worker types richest in ``per_node`` first, each up to its own
+        limit, all together up to the global one: the most of one quantity the nodes can hold."""
+        total = sum(per_node(g) for g in self.groups if g.is_head)
         budget = self.max_workers if self.max_workers is not None else 10**9
-        out = []
-        for g in (g for g in self.groups if not g.is_head):
+        for g in sorted((g for g in self.groups if not g.is_head), key=per_node, reverse=True):
             n = budget if g.max_count < 0 else min(g.max_count, budget)
-            out.append((g, n))
-            budget -= n
-        return out
+            total, budget = total + n * per_node(g), budget - n
+        return total
 
     def max_nodes(self) -> int:
         """Most nodes at once: the head plus the launchable workers, never fewer than are up."""
-        if not self.groups:
-            return self.nodes_up
-        return max(self.nodes_up, 1 + sum(n for _, n in self._launchable()))
+        return max(self.nodes_up, int(self._fill(lambda g: 1.0))) if self.groups else self.nodes_up
 
     def max_total(self, resource: str) -> float:
-        """Most of ``resource`` reachable at once: the head once, worker types filled richest first,
-        each up to its own limit, all together up to the global one (optimal for one resource)."""
+        """Most of ``resource`` reachable at once (:meth:`_fill`), never less than is up now."""
         live = sum(float(n.get(resource, 0.0)) for n in self.live_nodes)
-        if not self.groups:
-            return live
-        total = sum(float(g.resources.get(resource, 0.0)) for g in self.groups if g.is_head)
-        budget = self.max_workers if self.max_workers is not None else 10**9
-        for g in sorted((g for g in self.groups if not g.is_head),
-                        key=lambda g: float(g.resources.get(resource, 0.0)), reverse=True):
-            each = float(g.resources.get(resource, 0.0))
-            if each > 0 and budget > 0:
-                n = budget if g.max_count < 0 else min(g.max_count, budget)
-                total += n * each
-                budget -= n
-        return max(live, total)
+        return max(live, self._fill(lambda g: float(g.resources.get(resource, 0.0)))) if self.groups else live
 
     def reachable_resources(self) -> dict[str, float]:
         """Every resource (not the ``node:`` markers) at the most the cluster can hold at once."""
@@ -139,8 +126,6 @@ def shape_from_launcher_config(config: Mapping[str, Any], live_nodes: Iterable[M
 
 
 def _live_nodes() -> list[dict[str, float]]:
-    import ray
-
     if not ray.is_initialized():
         return []
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
@@ -192,10 +177,6 @@ class TrialShape:
         for k, v in self.worker.items():
             need[k] = need.get(k, 0.0) + self.workers * float(v)
         return {k: v for k, v in need.items() if v > 0}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"workers": self.workers, "worker": dict(self.worker), "driver": dict(self.driver),
-                "use_gpu": self.use_gpu}
 
 
 def trial_shape(workers: int, gpu: bool, cpus_per_worker: float | None, shape: ClusterShape,
@@ -255,8 +236,6 @@ def local_resources(gpu: bool) -> dict[str, float]:
 
 def ray_is_reachable(address: str | None) -> bool:
     """True when a command will join a running Ray (initialised here, an address, RAY_ADDRESS)."""
-    import ray
-
     return ray.is_initialized() or bool(address or os.environ.get("RAY_ADDRESS"))
 
 
@@ -267,8 +246,6 @@ def connect_ray(address: str | None, gpu: bool, verbose: bool = False) -> None:
     token authentication is off unless set."""
     if not (address or os.environ.get("RAY_ADDRESS")):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
     if ray.is_initialized():
         return
     kwargs = dict(log_to_driver=verbose, configure_logging=True, logging_level="INFO" if verbose else "ERROR")
@@ -286,8 +263,6 @@ def start_local_ray(num_cpus: int, num_gpus: int = 0, object_store_memory: int |
     dead; without an address that query autodetects the cluster and fails when several Ray instances
     run on the machine, so the workers of stopped trials would never be freed. Setting
     ``RAY_API_SERVER_ADDRESS`` before Ray starts its processes (they inherit it) points them here."""
-    import ray
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -12,14 +12,25 @@ trial restarted after an interruption), so every reported epoch is in the table,
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
+import sys
 from typing import Any
 
+import pandas as pd
+import yaml
+from ray.tune import ExperimentAnalysis
+
+from figures.plots import plot_scores, plot_toy_densities
+from figures.study import study_figures
 from model.errors import UserError
 
+from .checkpoint import STATE_FILE, load_model
+from .search import open_study
 from .settings import SETTINGS_FILE, SweepSettings
 from .storage import Location, is_uri, locate
+from .trial import checkpointed_history, train_result, train_run
 
 RESULTS_CSV, RESULTS_PARQUET, SCORES_PNG, DENSITIES_PNG = "results.csv", "results.parquet", "scores.png", "densities.png"
 STUDY_PNGS = {"by_family": "scores_by_family.png", "parallel": "parallel.png", "importance": "importance.png"}
@@ -44,10 +55,6 @@ def resolve_experiment(name_or_path: str, storage: str = "ray_results") -> Locat
 # ------------------------------------------------------------------------------------ reading
 def _analysis(exp: Location):
     """Tune's ExperimentAnalysis of ``exp``, or None before its first snapshot."""
-    import logging
-
-    from ray.tune import ExperimentAnalysis
-
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     try:
         return ExperimentAnalysis(exp.path, storage_filesystem=exp.fs)
@@ -58,8 +65,6 @@ def _analysis(exp: Location):
 def trial_records(exp: Location) -> list[dict[str, Any]]:
     """Per trial: ``trial_id``, Tune ``status``, ``config``, ``epochs`` (epoch -> its report, from
     Tune's records and the Train run's checkpointed history), ``train`` (the Train ``Result``)."""
-    from .trial import checkpointed_history, train_result, train_run
-
     analysis = _analysis(exp)
     if analysis is None:
         return []
@@ -112,13 +117,10 @@ def _status(rec: dict[str, Any], epochs: int) -> str:
 
 def _best_checkpoint(train, best_epoch: int | None) -> str | None:
     """The kept checkpoint of the best epoch (else the best kept one) of a Train run."""
-    if train is None or not train.best_checkpoints:
-        return None
-    kept = [(c, m) for c, m in train.best_checkpoints if m.get("test_score") is not None]
+    kept = [(c, m) for c, m in ((train and train.best_checkpoints) or []) if m.get("test_score") is not None]
     same = [c for c, m in kept if m.get("epoch") == best_epoch]
-    if same:
-        return same[0].path
-    return min(kept, key=lambda cm: cm[1]["test_score"])[0].path if kept else None
+    best = same[0] if same else min(kept, key=lambda cm: cm[1]["test_score"])[0] if kept else None
+    return best.path if best else None
 
 
 def _fmt_eta(v: Any) -> str:
@@ -135,8 +137,6 @@ def results_table(exp: Location):
 
 def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: str):
     """The table of :func:`trial_records`' records (see :func:`results_table`)."""
-    import pandas as pd
-
     rows = []
     for rec in records:
         cfg, info = rec["config"], rec["config"].get("trial") or {}
@@ -237,8 +237,6 @@ def best_configs(exp: Location, top: int) -> dict[str, Any]:
 
 
 def write_best(exp: Location, top: int, out: str) -> dict[str, Any]:
-    import yaml
-
     doc = best_configs(exp, top)
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
@@ -250,8 +248,6 @@ def write_best(exp: Location, top: int, out: str) -> dict[str, Any]:
 def load_best_entry(path: str, rank: int = 1) -> dict[str, Any]:
     """Entry ``rank`` of a ``best.yaml`` ({..., "run": {model, train}}), or a run config file
     (``{model:, train:}``), or a bare model config."""
-    import yaml
-
     if not os.path.isfile(path):
         raise UserError(f"--config {path!r}: no such file")
     try:
@@ -282,8 +278,6 @@ def write_table(df, csv: Location, parquet: Location) -> None:
 
 def write_outputs(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
     """CSV, Parquet and the score-per-epoch PNG beside the experiment; their paths (or URIs)."""
-    from figures.plots import plot_scores
-
     out = {"csv": exp.join(RESULTS_CSV), "parquet": exp.join(RESULTS_PARQUET), "png": exp.join(SCORES_PNG)}
     write_table(df, out["csv"], out["parquet"])
     png = io.BytesIO()
@@ -297,10 +291,6 @@ def write_outputs(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
 
 def write_study_figures(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
     """Optuna's views of the sweep's study (:mod:`figures.study`) beside the experiment; their URIs."""
-    from figures.study import study_figures
-
-    from .search import open_study
-
     out = {}
     for kind, png in study_figures(open_study(settings, fetch=True), df, settings.score_label).items():
         out[kind] = exp.join(STUDY_PNGS[kind])
@@ -313,8 +303,6 @@ SHOW_COLUMNS = ["trial", "role", "status", "family", "depth", "growth", "hidden"
 
 
 def format_table(df) -> str:
-    import pandas as pd
-
     if not len(df):
         return "(no trials yet)"
     cols = [c for c in SHOW_COLUMNS if c in df.columns and (c != "vs_control" or df[c].notna().any())]
@@ -342,10 +330,6 @@ def show_results(exp: Location, plots: bool = False) -> int:
 def density_figure(exp: Location, df, data: str) -> str | None:
     """The data and exp(log p) of every scored trial at its best checkpoint (EMA weights), each
     titled with its score, status and role."""
-    from figures.plots import plot_toy_densities
-
-    from .checkpoint import STATE_FILE, load_model
-
     models = []
     for row in df.itertuples(index=False):
         ckpt = row.best_checkpoint
@@ -367,10 +351,6 @@ def density_figure(exp: Location, df, data: str) -> str | None:
 def summarise_sweep(outcome) -> int:  # noqa: ANN001
     """What a sweep prints when it ends: the table, the verdicts, the best config and the figures.
     Exit code 0; 1 when trials errored; 130 when the sweep stopped before every trial ended."""
-    import sys
-
-    import yaml
-
     exp = locate(outcome.experiment)
     settings = SweepSettings.load(exp)
     df = results_table(exp)

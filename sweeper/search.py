@@ -24,12 +24,19 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from search_spaces.suggest import fixed_attrs, suggest
+
 from .settings import SweepSettings, load_space_of
-from .storage import locate
+from .storage import atomic_write_file, locate
 
 METRIC, MODE = "test_score", "min"
 UPLOAD_EVERY_S = 30.0  # intermediate values are uploaded at most this often (tells and asks at once)
@@ -46,15 +53,11 @@ def local_journal(settings: SweepSettings) -> str:
 
 def open_study(settings: SweepSettings, fetch: bool = False):
     """The sweep's Optuna study (created when absent); ``fetch`` first copies a remote journal here."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = local_journal(settings)
     remote = locate(settings.journal)
     if fetch and remote.remote and remote.is_file():
-        remote.download(path)
+        atomic_write_file(Path(path), lambda f: f.write(remote.read_bytes()))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     storage = JournalStorage(JournalFileBackend(path))
     if settings.sampler == "random":
@@ -82,14 +85,10 @@ class StudySearcher(Searcher):
         self._reset()
 
     def _reset(self) -> None:
-        self._study = None
-        self._space = None
-        self._uploaded = 0.0
+        self._study, self._space, self._uploaded = None, None, 0.0
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.update(_study=None, _space=None, _uploaded=0.0)
-        return state
+        return {**self.__dict__, "_study": None, "_space": None, "_uploaded": 0.0}
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:  # noqa: ANN001
         return True  # metric and mode are fixed; the space is the searcher's own
@@ -108,8 +107,6 @@ class StudySearcher(Searcher):
 
     def prepare(self) -> None:
         """A new sweep: create the study and enqueue the fixed trials (baselines first)."""
-        from search_spaces.suggest import fixed_attrs
-
         study = self.study
         if not study.trials:
             for fixed in self.settings.fixed_trials():
@@ -124,8 +121,6 @@ class StudySearcher(Searcher):
         return None
 
     def _report(self, frozen, result: dict[str, Any]) -> None:
-        import optuna
-
         value, epoch = result.get(self.metric), result.get("epoch")
         if frozen.state.is_finished() or epoch is None or value is None or not math.isfinite(float(value)):
             return
@@ -134,8 +129,6 @@ class StudySearcher(Searcher):
 
     # ------------------------------------------------------------------ Tune's hooks
     def suggest(self, trial_id: str) -> dict | None:
-        from search_spaces.suggest import suggest
-
         if self._space is None:
             self._space = load_space_of(self.settings)
         trial = self.study.ask()
@@ -152,9 +145,6 @@ class StudySearcher(Searcher):
             self._sync(force=False)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        import optuna
-        from optuna.trial import TrialState
-
         frozen = self._trial(trial_id)
         if frozen is None or frozen.state.is_finished():
             return

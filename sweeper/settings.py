@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from model.errors import UserError
+from search_spaces.space import FixedTrial, SpaceError, shipped_spaces, space_from_dict
 
 from .storage import Location, locate
 
@@ -71,8 +72,6 @@ class SweepSettings:
         return locate(self.experiment).join(JOURNAL_FILE).uri
 
     def fixed_trials(self):
-        from search_spaces.space import FixedTrial
-
         return [FixedTrial(**d) for d in self.fixed]
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,16 +115,12 @@ def space_text(ref: str) -> tuple[str, str]:
     name = ref[:-5] if ref.endswith(".yaml") else ref
     res = resources.files("search_spaces") / f"{name}.yaml"
     if "/" in name or not res.is_file():
-        from search_spaces.space import shipped_spaces
-
         raise UserError(f"search space {ref!r}: no such file, nor a shipped space ({', '.join(shipped_spaces())})")
     return name, res.read_text(encoding="utf-8")
 
 
 def load_space_text(name: str, text: str, source: str):
     """The validated space of a space file's text; a bad space is one :class:`UserError` line."""
-    from search_spaces.space import SpaceError, space_from_dict
-
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+import pyarrow.fs as pafs
+
 from model.errors import UserError
 
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://")
@@ -68,13 +70,8 @@ class Location:
     remote: bool
 
     @property
-    def fs(self):
-        import pyarrow.fs as pafs
-
-        if not self.remote:
-            return pafs.LocalFileSystem()
-        fs, _ = pafs.FileSystem.from_uri(self.uri)
-        return fs
+    def fs(self) -> pafs.FileSystem:
+        return pafs.FileSystem.from_uri(self.uri)[0] if self.remote else pafs.LocalFileSystem()
 
     @property
     def name(self) -> str:
@@ -96,28 +93,20 @@ class Location:
         scheme = _URI.match(self.uri).group(0)
         return Location(scheme + fs_path, fs_path, True)
 
-    def _type(self):
+    def _type(self) -> pafs.FileType:
         return self.fs.get_file_info(self.path).type
 
     def exists(self) -> bool:
-        import pyarrow.fs as pafs
-
         return self._type() != pafs.FileType.NotFound
 
     def is_file(self) -> bool:
-        import pyarrow.fs as pafs
-
         return self._type() == pafs.FileType.File
 
     def is_dir(self) -> bool:
-        import pyarrow.fs as pafs
-
         return self._type() == pafs.FileType.Directory
 
     def children(self) -> list[str]:
         """Names directly inside this folder (empty when it does not exist)."""
-        import pyarrow.fs as pafs
-
         if not self.is_dir():
             return []
         infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=False))
@@ -143,18 +132,12 @@ class Location:
     def makedirs(self) -> None:
         self.fs.create_dir(self.path, recursive=True)
 
-    def download(self, local: str) -> None:
-        """Copy this file to the local path ``local``."""
-        atomic_write_file(Path(local), lambda f: f.write(self.read_bytes()))
-
     @contextlib.contextmanager
     def local_copy(self) -> Iterator[str]:
         """A local folder with this folder's files (itself when local)."""
         if not self.remote:
             yield self.path
             return
-        import pyarrow.fs as pafs
-
         with tempfile.TemporaryDirectory(prefix="idn-copy-") as d:
             pafs.copy_files(self.path, d, source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
             yield d
@@ -168,8 +151,6 @@ def locate(text: str) -> Location:
         if text.lower().startswith("file://"):
             p = os.path.abspath(text[len("file://"):])
             return Location(p, p, False)
-        import pyarrow.fs as pafs
-
         try:
             _, path = pafs.FileSystem.from_uri(text)
         except (OSError, ValueError) as err:

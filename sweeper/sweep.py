@@ -23,18 +23,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from model.data import require_dataset
 from model.errors import UserError
+from search_spaces.space import fixed_trials_from_file
 
 from .placement import connect_ray, plan
-from .search import METRIC, MODE, StudySearcher, open_study
+from .results import all_trials_ended, recorded_scores
+from .search import METRIC, MODE, StudySearcher, open_study, upload_journal
 from .settings import SweepSettings, command_line_train, load_space_text, space_text
 from .storage import check_writable, experiment_location, locate, storage_errors
-from .trial import make_trainable
+from .trial import cause_line, make_trainable
 
 BASELINE_ROLES = ("control", "baseline")
 DEFAULT_REDUCTION = 3.0
@@ -101,8 +104,6 @@ def default_grace(epochs: int, reduction: float) -> int:
 
 def build_settings(opts: SweepOptions, exp: Location) -> SweepSettings:
     """Everything the sweep needs, validated, before anything is created."""
-    from search_spaces.space import fixed_trials_from_file
-
     name, text = space_text(opts.space)
     space = load_space_text(name, text, opts.space)
     is_toy = space.train_config().is_toy
@@ -161,7 +162,7 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome:
         shape, concurrency = plan(opts.workers_per_trial, opts.gpu, opts.cpus_per_worker, opts.trials,
                                   opts.max_concurrent, opts.address, opts.storage, opts.cluster_config,
                                   opts.shared_storage, opts.verbose)
-        settings = dataclasses.replace(settings, shape=shape.to_dict(), max_concurrent=concurrency,
+        settings = dataclasses.replace(settings, shape=dataclasses.asdict(shape), max_concurrent=concurrency,
                                        device="cuda" if opts.gpu else "cpu")
         searcher = StudySearcher(settings)
         with storage_errors(f"experiment {exp.uri} cannot be created"):
@@ -174,8 +175,6 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome:
               f"{concurrency} at a time, {settings.epochs} epochs, ASHA grace {settings.grace_period} "
               f"epoch(s), reduction {settings.reduction_factor:g}", flush=True)
     grid = tuner.fit()
-    from .results import all_trials_ended
-
     ended = all_trials_ended(exp, settings.trials)
     if ended:
         fail_orphans(settings)
@@ -186,10 +185,6 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome:
 def fail_orphans(settings: SweepSettings) -> None:
     """Optuna trials still RUNNING when every Tune trial has ended belong to none (asked just
     before an interruption whose snapshot predates them): they end FAIL."""
-    from optuna.trial import TrialState
-
-    from .search import upload_journal
-
     study = open_study(settings)
     orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in orphans:
@@ -222,8 +217,6 @@ class ControlASHA(ASHAScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:  # noqa: ANN001
         super().on_trial_add(tune_controller, trial)
         if not self._seeded:
-            from .results import recorded_scores
-
             self._seeded = True
             self.seed_rungs(recorded_scores(self._experiment))
 
@@ -265,8 +258,6 @@ class ProgressPrinter(Callback):
         self._say(f"{trial.trial_id} {status}" + (f", best {best:.4f}" if best is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-        from .trial import cause_line
-
         self._say(f"{trial.trial_id} ERROR: {cause_line(trial.error_message or '')} (details in {trial.path})")
 
 

@@ -16,12 +16,19 @@ them; a run that had already ended (its last epoch, or diverged) is not started 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+import ray.train
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from .checkpoint import META_FILE
 from .placement import TrialShape
 from .settings import TRAIN_RUNS_DIR, SweepSettings
 from .storage import Location, locate
+from .worker import train_loop_per_worker
 
 
 def train_run(experiment: str | Location, trial_id: str) -> Location:
@@ -32,10 +39,6 @@ def train_run(experiment: str | Location, trial_id: str) -> Location:
 
 def train_result(run: Location):
     """The Train run at ``run`` as ``ray.train.Result`` (None before its first checkpoint)."""
-    import logging
-
-    import ray.train
-
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "a run snapshot was found", for every run
     if not run.exists():
         return None
@@ -49,11 +52,6 @@ def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Loca
                        max_failures: int = 1, controller_failure_limit: int = -1, num_to_keep: int = 2):
     """A TorchTrainer for one run at ``run`` (gloo on CPU, NCCL with GPUs) that keeps the
     ``num_to_keep`` best checkpoints by test score and always the latest (for resuming)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from .worker import train_loop_per_worker
-
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -89,9 +87,6 @@ def loop_config(config: dict[str, Any], settings: SweepSettings) -> dict[str, An
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     """Tune function trainable (``settings`` bound with ``tune.with_parameters``)."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     sweep = SweepSettings.from_dict(settings)
     run = train_run(sweep.experiment, tune.get_context().get_trial_id())
     history = checkpointed_history(run)
@@ -118,7 +113,5 @@ def cause_line(text: str) -> str:
 
 def make_trainable(settings: SweepSettings):
     """The Tune trainable: :func:`run_trial` with bound settings and the driver's small reservation."""
-    from ray import tune
-
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings.to_dict()),
                                dict(settings.shape["driver"]))

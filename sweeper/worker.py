@@ -26,9 +26,14 @@ import zlib
 from typing import Any
 
 import numpy as np
+import ray.train
+import ray.train.torch
 import torch
+from tensorboardX import SummaryWriter
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from model.data import make_loaders, set_epoch
 from model.errors import UserError
 from model.flow import Flow, build_model
 from model.iresblock import InvertibleResBlock
@@ -37,13 +42,12 @@ from model.train_step import TrainStep, all_reduce_sum, distributed, evaluate, m
 
 from .checkpoint import capture_rng, load_rng, load_state, restore_rng, save_checkpoint
 
+
 def choose_device(request: str, cpu_if_no_cuda: bool = False) -> torch.device:
     """The worker's device; a GPU asked for where CUDA is unusable is an error naming this node."""
     if request != "cuda":
         return torch.device("cpu")
     if torch.cuda.is_available():
-        import ray.train.torch
-
         device = ray.train.torch.get_device()
         torch.cuda.set_device(device)
         return device
@@ -80,24 +84,11 @@ def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     parameter that trains takes part in every step, so DDP need not search for unused ones."""
     if not distributed():
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _tensorboard(path: str | None, rank: int):
-    if rank != 0 or not path:
-        return None
-    from tensorboardX import SummaryWriter
-
-    return SummaryWriter(path)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train entry point; returns rank 0's summary ``{status, epochs, best_test_score, history}``."""
-    import ray.train
-    from model.data import make_loaders, set_epoch
-
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     run = RunConfig.from_dict(config["run"])
@@ -136,10 +127,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         xb, _ = next(iter(loaders.train))
         model.initialize(model_input(xb, model, device))  # ActNorm from the (global) first batch
     step.forward = _wrap_ddp(model, device)
-    writer = _tensorboard(config.get("tensorboard_dir"), rank)
+    writer = SummaryWriter(config["tensorboard_dir"]) if rank == 0 and config.get("tensorboard_dir") else None
     test_cap = -(-t.test_size // world) if (t.test_size and not m.is_toy) else None
     best = min((h["test_score"] for h in history), default=math.inf)
-    status = "finished"
 
     for epoch in range(start_epoch, t.epochs):
         t0 = time.perf_counter()
@@ -173,7 +163,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                             "diverged": True, "test_examples": 0, "epoch_seconds": time.perf_counter() - t0})
             history.append(metrics)
             ray.train.report(metrics)
-            status = "diverged"
             break
         best = min(best, score)
         metrics.update({"test_score": score, metric_name: score, "best_test_score": best, "diverged": False,
@@ -192,16 +181,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         writer.close()
     if rank != 0:
         return None
-    if history and history[-1].get("diverged"):
-        status = "diverged"
+    status = "diverged" if history and history[-1].get("diverged") else "finished"
     return {"status": status, "epochs": history[-1]["epoch"] if history else 0,
             "best_test_score": best if math.isfinite(best) else None, "history": history}
 
 
 def _report_with_checkpoint(rank: int, device: torch.device, roulette: torch.Generator,
                             metrics: dict[str, Any], state: dict[str, Any]) -> None:
-    import ray.train
-
     with tempfile.TemporaryDirectory(prefix="idn-ckpt-") as d:
         meta = {k: v for k, v in state.items() if k not in ("model", "step")} if rank == 0 else None
         rng = {**capture_rng(device), "roulette": roulette.get_state()}
