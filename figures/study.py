@@ -70,7 +70,8 @@ def study_figures(study, df, ylabel: str) -> dict[str, bytes]:  # noqa: ANN001
     from optuna.visualization import matplotlib as ovm
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", module="optuna")  # experimental-API and few-trials warnings
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the matplotlib views
+    warnings.filterwarnings("ignore", module="optuna")  # few-trials warnings raised inside Optuna
     if len(fair.trials) >= 2 and len({k for t in fair.trials for k in t.params}) >= 1:
         out["parallel"] = _png(ovm.plot_parallel_coordinate(fair, target_name=f"{ylabel} at epoch {epoch}"))
         try:
