@@ -34,7 +34,7 @@ import yaml
 
 from model.errors import UserError
 
-from sweeper.settings import SETTINGS_FILE
+from sweeper.settings import SETTINGS_FILE, score_label
 from sweeper.storage import Location, experiment_location
 
 SCALING_FILE, SCALING_CSV, SCALING_PARQUET, SCALING_PNG = "scaling.json", "scaling.csv", "scaling.parquet", "scaling.png"
@@ -258,7 +258,7 @@ def run_scaling(args: argparse.Namespace) -> int:
     from model.datasets import dataset_info
 
     toy = dataset_info(str(data.get("dataset"))).is_toy
-    doc = {"space": name, "data": data.get("dataset"), "metric": "test NLL (nats)" if toy else "test bits/dim",
+    doc = {"space": name, "data": data.get("dataset"), "metric": score_label(toy),
            "budgets": [{"params": p, "name": f"b{p}"} for p, _ in subs]}
     exp.join(SCALING_FILE).write_text(json.dumps(doc, indent=1))
     t0 = time.time()

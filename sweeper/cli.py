@@ -115,16 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-if-no-cuda", action="store_true", help=argparse.SUPPRESS)  # tests on fake GPUs
     sub.add_parser("demo", help="the embedded default: a budget-matched search on two moons, local Ray, CPU")
     r = sub.add_parser("results", help="table (CSV + Parquet beside the experiment) and score plot")
+    r.set_defaults(func=cmd_results)
     r.add_argument("experiment", metavar="NAME_OR_PATH")
     r.add_argument("--storage", default="ray_results")
     r.add_argument("--plots", action="store_true",
                    help="also Optuna's views: importance (at equal fidelity), parallel coordinates, scores by family")
     b = sub.add_parser("best", help="write the K best complete run configs as YAML")
+    b.set_defaults(func=cmd_best)
     b.add_argument("experiment", metavar="NAME_OR_PATH")
     b.add_argument("--top", type=POSITIVE, default=1)
     b.add_argument("--out", default="best.yaml")
     b.add_argument("--storage", default="ray_results")
     t = sub.add_parser("train", help="train one config (from best.yaml) as a resumable full run")
+    t.set_defaults(func=cmd_train)
     t.add_argument("--config", required=True, help="a best.yaml (or a {model:, train:} YAML)")
     t.add_argument("--rank", type=POSITIVE, default=1, help="which entry of best.yaml (1 = best)")
     t.add_argument("--epochs", type=POSITIVE, default=None)
@@ -210,13 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sweep(None if demo else args)
         if args.command == "demo":
             return cmd_sweep(None)
-        if args.command == "results":
-            return cmd_results(args)
-        if args.command == "best":
-            return cmd_best(args)
-        if args.command == "train":
-            return cmd_train(args)
-        return int(args.func(args) or 0)
+        return int(args.func(args) or 0)  # results, best, train and the space commands
     except UserError as err:
         print(f"{PROG}: error: {err.summary()}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR

@@ -27,7 +27,7 @@ from model.run_config import RunConfig
 from .checkpoint import load_model
 from .placement import plan
 from .results import load_best_entry
-from .settings import command_line_train
+from .settings import command_line_train, score_label
 from .storage import Location, check_writable, experiment_location, storage_errors
 from .trial import cause_line, make_torch_trainer
 
@@ -103,7 +103,7 @@ def run_full(opts: TrainOptions) -> int:
         raise UserError(f"run {folder.uri} produced no checkpoint")
     figure = write_figure(folder.sibling_path(result.checkpoint.path), folder)
     last = (summary.get("history") or [{}])[-1]
-    metric = "test NLL (nats)" if run.model.is_toy else "test bits/dim"
+    metric = score_label(run.model.is_toy)
     print(f"final {metric}: {last.get('test_score', float('nan')):.4f} at epoch {last.get('epoch')} "
           f"(best {summary.get('best_test_score') or float('nan'):.4f})")
     print(f"checkpoint: {result.checkpoint.path}\nfigure: {figure}\nwall time {time.time() - t0:.1f} s", flush=True)

@@ -80,7 +80,8 @@ class ClusterShape:
 
     def max_nodes(self) -> int:
         """Most nodes at once: the head plus the launchable workers, never fewer than are up."""
-        return max(self.nodes_up, int(self._fill(lambda g: 1.0))) if self.groups else self.nodes_up
+        workers = self._fill(lambda g: 0.0 if g.is_head else 1.0)  # the head counts once, named or not
+        return max(self.nodes_up, 1 + int(workers)) if self.groups else self.nodes_up
 
     def max_total(self, resource: str) -> float:
         """Most of ``resource`` reachable at once (:meth:`_fill`), never less than is up now."""

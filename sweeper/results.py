@@ -28,7 +28,7 @@ from model.errors import UserError
 
 from .checkpoint import STATE_FILE, load_model
 from .search import open_study
-from .settings import SETTINGS_FILE, SweepSettings
+from .settings import SETTINGS_FILE, SweepSettings, score_label
 from .storage import Location, is_uri, locate
 from .trial import checkpointed_history, train_result, train_run
 
@@ -284,7 +284,7 @@ def write_outputs(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
     labels = dict(zip(df["trial"], df["role"])) if len(df) else {}
     curves = {f"{t} ({labels[t]})" if labels.get(t, "search") != "search" else t: pts
               for t, pts in df.attrs.get("curves", {}).items()}
-    plot_scores(curves, png, ylabel=settings.score_label)
+    plot_scores(curves, png, ylabel=score_label(settings.is_toy))
     out["png"].write_bytes(png.getvalue())
     return {k: v.uri for k, v in out.items()}
 
@@ -292,7 +292,7 @@ def write_outputs(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
 def write_study_figures(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
     """Optuna's views of the sweep's study (:mod:`figures.study`) beside the experiment; their URIs."""
     out = {}
-    for kind, png in study_figures(open_study(settings, fetch=True), df, settings.score_label).items():
+    for kind, png in study_figures(open_study(settings, fetch=True), df, score_label(settings.is_toy)).items():
         out[kind] = exp.join(STUDY_PNGS[kind])
         out[kind].write_bytes(png)
     return {k: v.uri for k, v in out.items()}

@@ -28,6 +28,11 @@ JOURNAL_FILE = "optuna.journal"
 TRAIN_RUNS_DIR = "train_runs"  # the Train runs of a sweep's trials, inside its experiment folder
 
 
+def score_label(is_toy: bool) -> str:
+    """The axis label of a test score: NLL in nats for toy 2-D data, bits per dimension for images."""
+    return "test NLL (nats)" if is_toy else "test bits/dim"
+
+
 @dataclass(frozen=True)
 class SweepSettings:
     name: str
@@ -62,10 +67,6 @@ class SweepSettings:
     @property
     def unit(self) -> str:
         return "nats" if self.is_toy else "bpd"
-
-    @property
-    def score_label(self) -> str:
-        return "test NLL (nats)" if self.is_toy else "test bits/dim"
 
     @property
     def journal(self) -> str:
