@@ -269,6 +269,18 @@ def test_reachable_gpus_respects_per_type_and_global_limits() -> None:
     assert _yaml_shape({}, max_workers=0, live=live).max_total("GPU") == 26
 
 
+def test_max_nodes_is_the_head_and_the_launchable_workers() -> None:
+    from sweeper.placement import shape_from_launcher_config
+
+    types = {"big": {"resources": {"CPU": 96, "GPU": 8}, "max_workers": 1},
+             "small": {"resources": {"CPU": 8, "GPU": 1}, "max_workers": 10}}
+    assert _yaml_shape(types, max_workers=3).max_nodes() == 1 + 3  # the global limit binds
+    assert _yaml_shape(types, max_workers=20).max_nodes() == 1 + 1 + 10  # the per-type limits bind
+    # the head counts once even when head_node_type names none of the types
+    cfg = {"max_workers": 3, "head_node_type": "missing", "available_node_types": types}
+    assert shape_from_launcher_config(cfg).max_nodes() == 1 + 3
+
+
 def test_no_config_means_what_is_up() -> None:
     from sweeper.placement import DRIVER_CPU, ClusterShape, trial_shape
 
