@@ -7,10 +7,13 @@ A checkpoint folder holds
   epoch's report so far (``history``) and the run config dict (:class:`model.run_config.RunConfig`);
 * ``rng_rank<r>.pt`` (every rank r): that process's torch (CPU and CUDA), numpy and python RNG states,
   so the Russian-roulette draws, Hutchinson probes and dequantisation noise continue exactly;
-* ``meta.json`` (rank 0): the same without tensors, human-readable.
+* ``meta.json`` (rank 0, written last): the same without tensors, human-readable, and ``files``, the
+  size in bytes of every file rank 0 wrote before it.
 
 Every file is written to a temporary name in the same folder and moved into place with
-``os.replace``, so a crash never leaves a truncated file behind.
+``os.replace``, so a crash never leaves a truncated file behind. A copy of the folder elsewhere
+(Ray Train uploads it to the experiment's storage) is complete when its ``meta.json`` parses and
+every file it lists has the listed size: :mod:`sweeper.run_reader` reads runs by that rule.
 """
 
 from __future__ import annotations
@@ -58,11 +61,13 @@ def save_checkpoint(directory: str | os.PathLike[str], rank: int, state: dict[st
                     rng: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
     """Write this rank's part of a checkpoint into ``directory`` (rank 0 passes ``state`` and ``meta``)."""
     d = Path(directory)
+    atomic_write_file(d / rng_file(rank), lambda f: torch.save(rng, f))
     if state is not None:
         atomic_write_file(d / STATE_FILE, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
     if meta is not None:
+        written = [rng_file(rank)] + ([STATE_FILE] if state is not None else [])
+        meta = {**meta, "files": {name: (d / name).stat().st_size for name in written}}
         atomic_write_file(d / META_FILE, lambda f: f.write(json.dumps(meta, indent=1, default=str).encode()))
-    atomic_write_file(d / rng_file(rank), lambda f: torch.save(rng, f))
 
 
 def load_state(directory: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
