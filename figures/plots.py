@@ -48,7 +48,7 @@ def plot_scores(curves: dict[str, list[tuple[int, float]]], path, ylabel: str) -
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if curves:
+    if any(curves.values()):  # a sweep read before its first epoch has no curve to name
         ax.legend(fontsize=7, loc="upper right")
     save_png(fig, path)
 

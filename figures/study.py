@@ -56,7 +56,8 @@ def family_curves(df, ylabel: str) -> bytes:  # noqa: ANN001
         ax.plot([], [], color=c, label=f)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.legend()
+    if colours:
+        ax.legend()
     return _png(ax)
 
 

@@ -1,12 +1,15 @@
 """Results of a sweep, read through Ray (``tune.ExperimentAnalysis`` for trials, statuses and every
-reported epoch; ``ray.train.Result.from_path`` for each trial's Train run), with the project's own
+reported epoch), each trial's Train run read from its checkpoint folders (:mod:`sweeper.run_reader`)
+and the study read from a private copy (:func:`sweeper.search.study_snapshot`), with the project's own
 columns on top: the role (control, baseline, enqueued, search), the exact parameter count and its
 deviation from the budget, the best and last score, the difference to the control arm at the same
-epoch, and a status: finished, stopped (ASHA), diverged, error, or incomplete.
+epoch, and a status: how the trial ended by the one rule of :mod:`sweeper.endings`, as the study
+recorded it (finished, stopped (ASHA), stopped (time budget), diverged, error), or incomplete.
 
 Epochs a trial's Train run has checkpointed count even when Tune's records of them were lost (a
 trial restarted after an interruption), so every reported epoch is in the table, the plot and
-``best``. Works during and after a sweep, on local or remote storage.
+``best``; an epoch reported twice counts with its newest report, as in the study. Works during and
+after a sweep, on local or remote storage, and writes nothing the sweep reads.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ from figures.plots import plot_scores, plot_toy_densities
 from figures.study import study_figures
 from model.errors import UserError
 
+from . import endings
 from .checkpoint import STATE_FILE, load_model
-from .search import open_study
+from .run_reader import checkpoint_of_epoch, saved_checkpoints
+from .search import recorded_endings, study_snapshot
 from .settings import SETTINGS_FILE, SweepSettings, score_label
 from .storage import Location, is_uri, locate
-from .trial import checkpointed_history, train_result, train_run
+from .trial import train_run
 
 RESULTS_CSV, RESULTS_PARQUET, SCORES_PNG, DENSITIES_PNG = "results.csv", "results.parquet", "scores.png", "densities.png"
 STUDY_PNGS = {"by_family": "scores_by_family.png", "parallel": "parallel.png", "importance": "importance.png"}
-EXCLUDED = ("diverged", "error")
 
 
 def experiment_candidates(name_or_path: str, storage: str) -> list[Location]:
@@ -62,9 +66,16 @@ def _analysis(exp: Location):
         return None
 
 
+def tune_trials(exp: Location) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Tune trial id -> (Tune status, last result) of every trial in the experiment's snapshot."""
+    analysis = _analysis(exp)
+    return {t.trial_id: (t.status, dict(t.last_result or {})) for t in analysis.trials} if analysis else {}
+
+
 def trial_records(exp: Location) -> list[dict[str, Any]]:
     """Per trial: ``trial_id``, Tune ``status``, ``config``, ``epochs`` (epoch -> its report, from
-    Tune's records and the Train run's checkpointed history), ``train`` (the Train ``Result``)."""
+    Tune's records and the Train run's checkpointed history), ``checkpoints`` (its complete checkpoint
+    folders, :func:`sweeper.run_reader.saved_checkpoints`)."""
     analysis = _analysis(exp)
     if analysis is None:
         return []
@@ -72,16 +83,15 @@ def trial_records(exp: Location) -> list[dict[str, Any]]:
     out = []
     for trial in analysis.trials:
         rows: dict[int, dict[str, Any]] = {}
-        run = train_run(exp, trial.trial_id)
-        train = train_result(run)
-        rows.update({int(h["epoch"]): dict(h) for h in checkpointed_history(run, train)})
+        saved = saved_checkpoints(train_run(exp, trial.trial_id))
+        rows.update({int(h["epoch"]): dict(h) for h in (saved[-1].history if saved else [])})
         df = frames.get(trial.trial_id)
         if df is not None and len(df) and "epoch" in df.columns:
             for rec in df.to_dict("records"):
                 if rec.get("epoch") is not None and not (isinstance(rec["epoch"], float) and math.isnan(rec["epoch"])):
                     rows[int(rec["epoch"])] = rec  # a repeated epoch (resumed trial): the newest report
         out.append({"trial_id": trial.trial_id, "status": trial.status, "config": trial.config,
-                    "epochs": [rows[e] for e in sorted(rows)], "train": train, "path": trial.path})
+                    "epochs": [rows[e] for e in sorted(rows)], "checkpoints": saved, "path": trial.path})
     return out
 
 
@@ -97,30 +107,26 @@ def recorded_scores(experiment: str) -> dict[str, list[tuple[int, float]]]:
 
 def all_trials_ended(exp: Location, trials: int) -> bool:
     """True when the experiment holds every planned trial, each TERMINATED or ERROR."""
-    analysis = _analysis(exp)
-    statuses = [t.status for t in analysis.trials] if analysis is not None else []
+    statuses = [status for status, _ in tune_trials(exp).values()]
     return len(statuses) >= trials and all(s in ("TERMINATED", "ERROR") for s in statuses)
 
 
-def _status(rec: dict[str, Any], epochs: int) -> str:
+def _status(rec: dict[str, Any], epochs: int, recorded: str | None) -> str:
+    """The ending the study recorded (:mod:`sweeper.endings`), unless that was an error and Tune runs
+    the trial again now; for a trial the study has not ended, the same rule from Tune's records."""
+    live = rec["status"] in ("RUNNING", "PENDING", "PAUSED")
+    if recorded in endings.ENDED and not (live and recorded == endings.ERROR):
+        return recorded
+    if live:
+        return endings.INCOMPLETE
     last = rec["epochs"][-1] if rec["epochs"] else {}
-    if bool(last.get("diverged", False)):
-        return "diverged"
-    if rec["status"] == "ERROR":
-        return "error"
-    if last and int(last["epoch"]) >= epochs:
-        return "finished"
-    if rec["status"] == "TERMINATED":
-        return "stopped (ASHA)"
-    return "incomplete"
+    return endings.tune_ending(rec["status"], int(last.get("epoch", 0)), epochs, bool(last.get("diverged", False)))
 
 
-def _best_checkpoint(train, best_epoch: int | None) -> str | None:
-    """The kept checkpoint of the best epoch (else the best kept one) of a Train run."""
-    kept = [(c, m) for c, m in ((train and train.best_checkpoints) or []) if m.get("test_score") is not None]
-    same = [c for c, m in kept if m.get("epoch") == best_epoch]
-    best = same[0] if same else min(kept, key=lambda cm: cm[1]["test_score"])[0] if kept else None
-    return best.path if best else None
+def _best_checkpoint(saved, best_epoch: int | None) -> str | None:  # noqa: ANN001
+    """The complete checkpoint of the best epoch (None when that epoch's checkpoint was not kept)."""
+    ckpt = checkpoint_of_epoch(saved or [], best_epoch)
+    return ckpt.location.path if ckpt else None
 
 
 def _fmt_eta(v: Any) -> str:
@@ -132,12 +138,15 @@ def _fmt_eta(v: Any) -> str:
 def results_table(exp: Location):
     """The pandas table of a sweep: one row per trial, best score first."""
     settings = SweepSettings.load(exp)
-    return table_from_records(trial_records(exp), settings.epochs, settings.metric_name)
+    return table_from_records(trial_records(exp), settings.epochs, settings.metric_name, recorded_endings(settings))
 
 
-def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: str):
-    """The table of :func:`trial_records`' records (see :func:`results_table`)."""
+def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: str,
+                       recorded: dict[str, str] | None = None):
+    """The table of :func:`trial_records`' records (see :func:`results_table`); ``recorded``: the
+    ending the study holds for each trial it has ended."""
     rows = []
+    recorded = recorded or {}
     for rec in records:
         cfg, info = rec["config"], rec["config"].get("trial") or {}
         m, t = cfg["run"]["model"], cfg["run"]["train"]
@@ -146,7 +155,7 @@ def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: 
         resflow = m.get("family") == "resflow"
         rows.append({
             "trial": rec["trial_id"], "role": info.get("role", "search"), "label": info.get("label", ""),
-            "status": _status(rec, epochs), "family": m.get("family"),
+            "status": _status(rec, epochs, recorded.get(rec["trial_id"])), "family": m.get("family"),
             "depth": None if resflow else m.get("depth"), "growth": None if resflow else m.get("growth"),
             "hidden": info.get("width") if resflow else None, "activation": m.get("activation"),
             "blocks": "-".join(str(b) for b in m.get("blocks_per_scale", [])),
@@ -157,7 +166,7 @@ def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: 
             "lr": t.get("lr"), "best_score": best[1], "best_epoch": best[0],
             "last_score": scores[-1][1] if scores else math.nan,
             "epochs_run": int(rec["epochs"][-1]["epoch"]) if rec["epochs"] else 0,
-            "best_checkpoint": _best_checkpoint(rec["train"], best[0]), "trial_dir": rec["path"],
+            "best_checkpoint": _best_checkpoint(rec.get("checkpoints"), best[0]), "trial_dir": rec["path"],
             "_scores": dict(scores),
         })
     control = next((r["_scores"] for r in rows if r["role"] == "control"), None)
@@ -179,7 +188,7 @@ def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: 
 # ----------------------------------------------------------------------------------- verdicts
 def scored(df):  # noqa: ANN001
     """The rows of trials with a score that counts (not diverged, not errored), best first."""
-    return df[~df["status"].isin(EXCLUDED) & df["best_score"].notna()] if len(df) else df
+    return df[~df["status"].isin(endings.EXCLUDED) & df["best_score"].notna()] if len(df) else df
 
 
 def control_verdict(df, unit: str) -> str | None:
@@ -215,25 +224,43 @@ def best_configs(exp: Location, top: int) -> dict[str, Any]:
     """The document ``best`` writes: experiment, metric and the ``top`` best scored trials."""
     settings = SweepSettings.load(exp)
     records = trial_records(exp)
-    df = table_from_records(records, settings.epochs, settings.metric_name)
+    df = table_from_records(records, settings.epochs, settings.metric_name, recorded_endings(settings))
     configs = {rec["trial_id"]: rec["config"] for rec in records}
+    saved = {rec["trial_id"]: rec["checkpoints"] for rec in records}
     ok = scored(df)
     if not len(ok):
         raise UserError(f"sweep {exp.uri} has no scored trial yet")
     entries = []
     for rank, row in enumerate(ok.head(top).itertuples(index=False), start=1):
         cfg = configs[row.trial]
+        score, epoch, ckpt, note = epoch_with_checkpoint(row, saved[row.trial])
         entries.append({
             "rank": rank, "trial_id": str(row.trial), "role": row.role, "label": row.label, "status": row.status,
-            "score": float(row.best_score), "metric": settings.metric_name, "best_epoch": int(row.best_epoch),
+            "score": score, "metric": settings.metric_name, "best_epoch": epoch,
             "epochs_run": int(row.epochs_run), "param_count": int(row.param_count),
             "budget_deviation": (cfg.get("trial") or {}).get("budget_deviation"),
-            "checkpoint": exp.sibling_path(row.best_checkpoint).uri if isinstance(row.best_checkpoint, str) else None,
+            "checkpoint": exp.sibling_path(ckpt).uri if ckpt else None,
+            **({"note": note} if note else {}),
             "run": cfg["run"],
         })
     if len(entries) < top:
         print(f"note: only {len(entries)} scored trial(s) available (asked for {top})")
     return {"experiment": exp.uri, "space": settings.space_name, "configs": entries}
+
+
+def epoch_with_checkpoint(row, saved) -> tuple[float, int, str | None, str | None]:  # noqa: ANN001
+    """(score, epoch, checkpoint path, note) of one table row, all of one epoch: the best epoch when its
+    checkpoint was kept, else the best epoch that has one (the note says which scored better), else
+    the best epoch without a checkpoint."""
+    if isinstance(row.best_checkpoint, str):
+        return float(row.best_score), int(row.best_epoch), row.best_checkpoint, None
+    kept = [c for c in saved if c.report.get("test_score") is not None and math.isfinite(float(c.report["test_score"]))]
+    if not kept:
+        return float(row.best_score), int(row.best_epoch), None, f"epoch {int(row.best_epoch)} has no kept checkpoint"
+    c = min(kept, key=lambda c: float(c.report["test_score"]))
+    note = (f"epoch {int(row.best_epoch)} scored {float(row.best_score):.4f} but its checkpoint was not kept; "
+            f"this entry is the best epoch with a checkpoint")
+    return float(c.report["test_score"]), c.epoch, c.location.path, note
 
 
 def write_best(exp: Location, top: int, out: str) -> dict[str, Any]:
@@ -292,7 +319,9 @@ def write_outputs(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
 def write_study_figures(exp: Location, df, settings: SweepSettings) -> dict[str, str]:
     """Optuna's views of the sweep's study (:mod:`figures.study`) beside the experiment; their URIs."""
     out = {}
-    for kind, png in study_figures(open_study(settings, fetch=True), df, score_label(settings.is_toy)).items():
+    with study_snapshot(settings) as study:
+        figures = study_figures(study, df, score_label(settings.is_toy))
+    for kind, png in figures.items():
         out[kind] = exp.join(STUDY_PNGS[kind])
         out[kind].write_bytes(png)
     return {k: v.uri for k, v in out.items()}

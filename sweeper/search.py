@@ -6,26 +6,38 @@
   enqueued configurations) are enqueued before the first ask, so they are the first trials.
 * **Every epoch** reaches the Optuna trial as an intermediate value keyed by the epoch, including
   the report on which ASHA stops a trial (Tune passes that one only to ``on_trial_complete``) and
-  epochs a resumed trial reports again.
-* **How a trial ended**: stopped by ASHA before its last epoch → PRUNED (TPE ranks pruned trials by
-  how far they got and their last value); finished → COMPLETE with its **best** epoch's score (the
-  score of the checkpoint ``best`` exports); diverged (a NaN score) or errored → FAIL, with no value.
+  epochs a resumed trial reports again; an epoch reported again with another value (a resumed run
+  retrained it from an older checkpoint) replaces the first, as it does in the results table.
+* **How a trial ended** follows the one rule of :mod:`sweeper.endings`, recorded on the trial as
+  ``ending``: finished → COMPLETE with its **best** epoch's score (the score of the checkpoint
+  ``best`` exports); stopped by ASHA → PRUNED; diverged or errored → FAIL. Trials Tune ends without
+  telling the searcher (the time budget) are ended by :func:`settle_study` after the sweep. A trial
+  that errored and runs again after ``--resume`` continues in a new Optuna trial.
 * **Sampler**: TPE, seeded, with a constant liar (running trials count as bad, so concurrent trials
   do not repeat each other) and a short random start.
 
-The study lives in a journal file in the experiment's own folder (``optuna.journal``). For remote
-storage the searcher works on a local copy (``~/.idensenet/sweeps/<name>/``) and uploads it after
-every ask and tell and at every experiment snapshot; a resumed sweep downloads it first, so a new
-head with an empty home directory continues with every trial intact.
+**Where the study lives.** The journal file in the experiment's own folder (``optuna.journal``) is
+the record. For remote storage the one driver that holds the experiment's lease (:mod:`sweeper.lease`)
+works on a local copy, ``~/.idensenet/studies/<hash of the experiment URI>-<sweep id>/``, so two
+sweeps of one name on different prefixes, or a name reused after its experiment was deleted, never
+share a copy; it uploads the copy after every ask and tell (intermediate values at most every
+``UPLOAD_EVERY_S``) and at every experiment snapshot. A driver that resumes takes the remote journal
+when it is ahead of (or differs from) the local copy, so a new head with an empty home directory
+continues with every trial intact. Readers (``results``, ``best``, the figures) never open the
+writer's copy: :func:`study_snapshot` reads the record into a private temporary file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 from optuna.storages import JournalStorage
@@ -35,45 +47,131 @@ from ray.tune.search import Searcher
 
 from search_spaces.suggest import fixed_attrs, suggest
 
+from . import endings
 from .settings import SweepSettings, load_space_of
 from .storage import atomic_write_file, locate
 
 METRIC, MODE = "test_score", "min"
 UPLOAD_EVERY_S = 30.0  # intermediate values are uploaded at most this often (tells and asks at once)
+STUDIES_HOME = os.path.join("~", ".idensenet", "studies")
 
 
-def local_journal(settings: SweepSettings) -> str:
-    """The journal file this process works on: the experiment's own when local, else a local copy."""
+def _copy_key(settings: SweepSettings) -> str:
+    return hashlib.sha256(locate(settings.experiment).uri.encode()).hexdigest()[:16]
+
+
+def working_journal(settings: SweepSettings) -> str:
+    """The journal file the sweep's driver writes: the experiment's own when local, else a local copy
+    keyed by the experiment's full URI and the sweep's id."""
     loc = locate(settings.journal)
     if not loc.remote:
         return loc.path
-    return os.path.expanduser(os.path.join("~", ".idensenet", "sweeps", locate(settings.experiment).name,
-                                           os.path.basename(loc.path)))
+    folder = _copy_key(settings) + (f"-{settings.sweep_id}" if settings.sweep_id else "")
+    return os.path.join(os.path.expanduser(STUDIES_HOME), folder, os.path.basename(loc.path))
 
 
-def open_study(settings: SweepSettings, fetch: bool = False):
-    """The sweep's Optuna study (created when absent); ``fetch`` first copies a remote journal here."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = local_journal(settings)
+def earlier_copies(settings: SweepSettings) -> list[str]:
+    """Local study copies of earlier sweeps at the same experiment URI (its experiment deleted since)."""
+    mine = os.path.dirname(working_journal(settings))
+    pattern = os.path.join(os.path.expanduser(STUDIES_HOME), _copy_key(settings) + "*")
+    return sorted(d for d in glob.glob(pattern) if d != mine)
+
+
+def whole_lines(data: bytes) -> bytes:
+    """A journal read while it is appended to, cut after its last complete record."""
+    return data[: data.rfind(b"\n") + 1]
+
+
+def _refresh_working_copy(settings: SweepSettings) -> None:
+    """Before a driver opens its copy: take the remote journal when it holds more (or other) records."""
     remote = locate(settings.journal)
-    if fetch and remote.remote and remote.is_file():
-        atomic_write_file(Path(path), lambda f: f.write(remote.read_bytes()))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(path))
+    if not remote.remote or not remote.is_file():
+        return
+    path = Path(working_journal(settings))
+    theirs = whole_lines(remote.read_bytes())
+    mine = path.read_bytes() if path.is_file() else b""
+    if mine.startswith(theirs):
+        return  # the local copy is the same or ahead (uploads lag by at most UPLOAD_EVERY_S)
+    if not theirs.startswith(mine):
+        print(f"note: the local study copy {path} differs from the experiment's journal; using the experiment's",
+              flush=True)
+    atomic_write_file(path, lambda f: f.write(theirs))
+
+
+def _sampler(settings: SweepSettings):
     if settings.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=settings.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True,
-                                             n_startup_trials=settings.n_startup_trials)
-    return optuna.create_study(storage=storage, sampler=sampler, study_name=settings.name,
-                               direction="minimize", load_if_exists=True)
+        return optuna.samplers.RandomSampler(seed=settings.seed)
+    return optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True, n_startup_trials=settings.n_startup_trials)
+
+
+def writer_storage(settings: SweepSettings) -> JournalStorage:
+    """The journal storage of the sweep's driver (the one writer): its working copy, brought up to date."""
+    _refresh_working_copy(settings)
+    path = working_journal(settings)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return JournalStorage(JournalFileBackend(path))
+
+
+def open_study(settings: SweepSettings, storage: JournalStorage | None = None):
+    """The sweep's Optuna study for its driver, created when absent (``storage``: its
+    :func:`writer_storage`, when already open)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=storage or writer_storage(settings), sampler=_sampler(settings),
+                               study_name=settings.name, direction="minimize", load_if_exists=True)
+
+
+@contextlib.contextmanager
+def study_snapshot(settings: SweepSettings) -> Iterator[optuna.Study]:
+    """The study as its record holds it now, read from a private temporary copy: nothing a reader does
+    reaches the experiment's journal or the driver's working copy."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    record = locate(settings.journal)
+    try:
+        data = whole_lines(record.read_bytes())
+    except (FileNotFoundError, OSError):
+        data = b""
+    with tempfile.TemporaryDirectory(prefix="idn-study-") as d:
+        path = os.path.join(d, os.path.basename(record.path))
+        with open(path, "wb") as f:
+            f.write(data)
+        storage = JournalStorage(JournalFileBackend(path))
+        yield optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(), study_name=settings.name,
+                                  direction="minimize", load_if_exists=True)
+
+
+def latest_by_tune_id(trials) -> dict[str, Any]:  # noqa: ANN001
+    """Tune trial id -> its newest Optuna trial (a trial resumed after an error has two)."""
+    out: dict[str, Any] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.user_attrs.get("tune_trial_id"):
+            out[t.user_attrs["tune_trial_id"]] = t
+    return out
+
+
+def recorded_endings(settings: SweepSettings) -> dict[str, str]:
+    """Tune trial id -> the ending the study recorded for it (trials it has ended only)."""
+    with study_snapshot(settings) as study:
+        latest = latest_by_tune_id(study.get_trials(deepcopy=False))
+    return {tid: t.user_attrs["ending"] for tid, t in latest.items()
+            if t.state.is_finished() and t.user_attrs.get("ending")}
 
 
 def upload_journal(settings: SweepSettings) -> None:
     remote = locate(settings.journal)
     if remote.remote:
-        with open(local_journal(settings), "rb") as f:
+        with open(working_journal(settings), "rb") as f:
             remote.write_bytes(f.read())
+
+
+def end_trial(study, frozen, ending: str, epochs_run: int) -> None:  # noqa: ANN001
+    """Record ``ending`` on an Optuna trial and tell the study the state the rule gives it."""
+    values = [v for v in frozen.intermediate_values.values() if math.isfinite(v)]
+    trial = optuna.trial.Trial(study, frozen._trial_id)  # _trial_id: the storage's id, as Optuna's own code uses
+    trial.set_user_attr("ending", ending)
+    trial.set_user_attr("epochs_run", int(epochs_run))
+    trial.set_user_attr("diverged", ending == endings.DIVERGED)
+    state = endings.optuna_state(ending, bool(values))
+    study.tell(frozen.number, min(values) if state == TrialState.COMPLETE else None, state=state)
 
 
 class StudySearcher(Searcher):
@@ -85,10 +183,10 @@ class StudySearcher(Searcher):
         self._reset()
 
     def _reset(self) -> None:
-        self._study, self._space, self._uploaded = None, None, 0.0
+        self._storage, self._study, self._space, self._uploaded = None, None, None, 0.0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_study": None, "_space": None, "_uploaded": 0.0}
+        return {**self.__dict__, "_storage": None, "_study": None, "_space": None, "_uploaded": 0.0}
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:  # noqa: ANN001
         return True  # metric and mode are fixed; the space is the searcher's own
@@ -97,7 +195,8 @@ class StudySearcher(Searcher):
     @property
     def study(self):
         if self._study is None:
-            self._study = open_study(self.settings, fetch=True)
+            self._storage = writer_storage(self.settings)
+            self._study = open_study(self.settings, self._storage)
         return self._study
 
     def _sync(self, force: bool) -> None:
@@ -114,18 +213,34 @@ class StudySearcher(Searcher):
         self._sync(force=True)
 
     def _trial(self, trial_id: str):
-        """The (frozen) Optuna trial of a Tune trial, or None."""
-        for t in self.study.get_trials(deepcopy=False):
-            if t.user_attrs.get("tune_trial_id") == trial_id:
-                return t
-        return None
+        """The newest (frozen) Optuna trial of a Tune trial, or None."""
+        return latest_by_tune_id(self.study.get_trials(deepcopy=False)).get(trial_id)
+
+    def _continue_errored(self, frozen):  # noqa: ANN001
+        """A trial that errored (FAIL) and runs again after ``--resume``: a new RUNNING Optuna trial with
+        its parameters and attributes, ``resumed_from`` naming the FAIL one."""
+        attrs = {k: v for k, v in frozen.user_attrs.items() if k not in ("ending", "epochs_run", "diverged")}
+        self.study.add_trial(optuna.trial.create_trial(
+            state=TrialState.RUNNING, params=frozen.params, distributions=frozen.distributions,
+            user_attrs={**attrs, "resumed_from": frozen.number}))
+        return self._trial(frozen.user_attrs["tune_trial_id"])
+
+    def _live(self, trial_id: str):
+        """The Optuna trial that takes a Tune trial's reports now (None: it has ended for good)."""
+        frozen = self._trial(trial_id)
+        if frozen is not None and frozen.state == TrialState.FAIL and frozen.user_attrs.get("ending") == endings.ERROR:
+            frozen = self._continue_errored(frozen)
+        return None if frozen is None or frozen.state.is_finished() else frozen
 
     def _report(self, frozen, result: dict[str, Any]) -> None:
         value, epoch = result.get(self.metric), result.get("epoch")
-        if frozen.state.is_finished() or epoch is None or value is None or not math.isfinite(float(value)):
+        if epoch is None or value is None or not math.isfinite(float(value)):
             return
-        if int(epoch) not in frozen.intermediate_values:  # _trial_id: the storage's id, as Optuna's own code uses
-            optuna.trial.Trial(self.study, frozen._trial_id).report(float(value), int(epoch))
+        epoch, value = int(epoch), float(value)
+        if epoch not in frozen.intermediate_values:
+            optuna.trial.Trial(self.study, frozen._trial_id).report(value, epoch)
+        elif frozen.intermediate_values[epoch] != value:  # retrained after a resume: the newest report counts
+            self._storage.set_trial_intermediate_value(frozen._trial_id, epoch, value)
 
     # ------------------------------------------------------------------ Tune's hooks
     def suggest(self, trial_id: str) -> dict | None:
@@ -139,30 +254,23 @@ class StudySearcher(Searcher):
         return {"run": run.to_dict(), "trial": {**proposal.info, "optuna_number": trial.number}}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        frozen = self._trial(trial_id)
+        frozen = self._live(trial_id)
         if frozen is not None:
             self._report(frozen, result)
             self._sync(force=False)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        frozen = self._trial(trial_id)
+        frozen = self._trial(trial_id) if error else self._live(trial_id)
         if frozen is None or frozen.state.is_finished():
             return
         if result:
             self._report(frozen, result)
             frozen = self._trial(trial_id)
-        values = [v for v in frozen.intermediate_values.values() if math.isfinite(v)]
-        epoch = int((result or {}).get("epoch", 0))
-        diverged = bool((result or {}).get("diverged"))
-        trial = optuna.trial.Trial(self.study, frozen._trial_id)
-        trial.set_user_attr("epochs_run", epoch)
-        trial.set_user_attr("diverged", diverged)
-        if error or diverged or not values:
-            self.study.tell(frozen.number, state=TrialState.FAIL)
-        elif epoch < self.settings.epochs:
-            self.study.tell(frozen.number, state=TrialState.PRUNED)
-        else:
-            self.study.tell(frozen.number, min(values))
+        epoch = int((result or {}).get("epoch") or max(frozen.intermediate_values, default=0))
+        ending = endings.classify(epochs_run=epoch, epochs=self.settings.epochs,
+                                  diverged=bool((result or {}).get("diverged")), errored=error,
+                                  stopped_by=endings.SCHEDULER)
+        end_trial(self.study, frozen, ending, epoch)
         self._sync(force=True)
 
     def save(self, checkpoint_path: str) -> None:
@@ -175,3 +283,32 @@ class StudySearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         """After ``Tuner.restore``: reopen the study from the experiment's journal."""
         self._reset()
+
+
+def settle_study(settings: SweepSettings, tune_trials: dict[str, tuple[str, dict[str, Any]]], all_ended: bool) -> None:
+    """After ``Tuner.fit``: end the Optuna trials Tune ended without telling the searcher.
+
+    ``tune_trials``: Tune trial id -> (status, last result). A TERMINATED trial the study still has
+    RUNNING was stopped by the time budget (Tune stops every live trial then and tells no searcher);
+    once every Tune trial has ended, a proposal that belongs to none (asked just before an interruption
+    whose snapshot predates it) ends FAIL as ``not run``. Trials Tune will resume stay RUNNING."""
+    study = open_study(settings)
+    changed = False
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        known = tune_trials.get(frozen.user_attrs.get("tune_trial_id", ""))
+        if known is None:
+            if all_ended:
+                end_trial(study, frozen, endings.NOT_RUN, 0)
+                changed = True
+            continue
+        status, last = known
+        if status != "TERMINATED":
+            continue
+        epoch = int(last.get("epoch") or max(frozen.intermediate_values, default=0))
+        ending = endings.classify(epochs_run=epoch, epochs=settings.epochs, diverged=bool(last.get("diverged")),
+                                  stopped_by=endings.TIME_BUDGET)
+        end_trial(study, frozen, ending, epoch)
+        changed = True
+    if changed:
+        upload_journal(settings)
+

@@ -59,6 +59,9 @@ class SweepSettings:
     controller_failure_limit: int = 3
     time_budget_s: float | None = None
     inject_nan_trials: list[int] = field(default_factory=list)
+    inject_error_trials: list[int] = field(default_factory=list)
+    inject_error_while: str | None = None
+    sweep_id: str = ""  # new for every sweep (keys its local study copy); empty in sweeps made before it
 
     @property
     def metric_name(self) -> str:

@@ -20,10 +20,10 @@ import math
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from optuna.trial import TrialState
 from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -32,11 +32,12 @@ from model.data import require_dataset
 from model.errors import UserError
 from search_spaces.space import fixed_trials_from_file
 
+from .lease import acquire
 from .placement import connect_ray, plan
-from .results import all_trials_ended, recorded_scores
-from .search import METRIC, MODE, StudySearcher, open_study, upload_journal
+from .results import recorded_scores, tune_trials
+from .search import METRIC, MODE, StudySearcher, earlier_copies, settle_study
 from .settings import SweepSettings, command_line_train, load_space_text, space_text
-from .storage import check_writable, experiment_location, locate, storage_errors
+from .storage import Location, check_writable, experiment_location, locate, storage_errors
 from .trial import cause_line, make_trainable
 
 BASELINE_ROLES = ("control", "baseline")
@@ -74,6 +75,8 @@ class SweepOptions:
     shared_storage: bool = False
     cpu_if_no_cuda: bool = False
     inject_nan_trials: list[int] = field(default_factory=list)
+    inject_error_trials: list[int] = field(default_factory=list)
+    inject_error_while: str | None = None
     verbose: bool = False
 
 
@@ -127,70 +130,84 @@ def build_settings(opts: SweepOptions, exp: Location) -> SweepSettings:
         grace = 1
     searched = opts.trials - len(fixed)
     return SweepSettings(
-        name=exp.name, experiment=exp.uri, space_name=space.name, space_yaml=text, data=train.data,
+        name=exp.name, sweep_id=uuid.uuid4().hex[:12], experiment=exp.uri, space_name=space.name, space_yaml=text, data=train.data,
         is_toy=is_toy, epochs=train.epochs, trials=opts.trials, seed=opts.seed, sampler=opts.sampler, grace_period=min(grace, train.epochs),
         reduction_factor=reduction, train_overrides=forced, fixed=[f.to_dict() for f in fixed],
         n_startup_trials=max(2, min(10, searched // 3)), cpu_if_no_cuda=opts.cpu_if_no_cuda,
         worker_max_failures=opts.worker_max_failures, trial_max_failures=opts.trial_max_failures,
         time_budget_s=opts.time_budget_s, inject_nan_trials=list(opts.inject_nan_trials),
+        inject_error_trials=list(opts.inject_error_trials),
+        inject_error_while=os.path.abspath(opts.inject_error_while) if opts.inject_error_while else None,
     )
 
 
 def run_sweep(opts: SweepOptions) -> SweepOutcome:
-    """Validate, connect to (or start) Ray, run or resume the sweep, and say how it ended."""
+    """Validate, connect to (or start) Ray, take the experiment's driver lease, run or resume the
+    sweep, end in the study what Tune ended silently, and say how it ended."""
     t0 = time.time()
     if opts.resume and not opts.name:
         raise UserError("--resume needs the --name of the sweep to continue")
     name = opts.name or f"{os.path.splitext(os.path.basename(opts.space))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = experiment_location(opts.storage, name)
     check_writable(opts.storage)
-    if opts.resume:
-        with storage_errors(f"experiment {exp.uri}"):
-            settings = SweepSettings.load(exp)
+    settings, tuner, lease = (_resumed if opts.resume else _created)(opts, exp)
+    with lease:
+        grid = tuner.fit()
+        trials = tune_trials(exp)
+        ended = len(trials) >= settings.trials and all(s in ("TERMINATED", "ERROR") for s, _ in trials.values())
+        settle_study(settings, trials, ended)
+    errors = sum(1 for r in grid if r.error is not None)
+    return SweepOutcome(exp.uri, settings.trials, errors, ended, time.time() - t0)
+
+
+def _resumed(opts: SweepOptions, exp: Location):
+    with storage_errors(f"experiment {exp.uri}"):
+        settings = SweepSettings.load(exp)
+        lease = acquire(exp)
+    try:
         connect_ray(opts.address, settings.shape.get("use_gpu", False), opts.verbose)
         if not tune.Tuner.can_restore(exp.uri):
             raise UserError(f"no restorable Tune experiment at {exp.uri}")
         print(f"resuming sweep {exp.uri}", flush=True)
         tuner = tune.Tuner.restore(exp.uri, trainable=make_trainable(settings), resume_unfinished=True,
                                    resume_errored=True)
-    else:
-        with storage_errors(f"experiment {exp.uri}"):
-            exists = exp.exists()
-        if exists:
-            raise UserError(f"experiment {exp.uri} already exists; pass --resume to continue it or choose another --name")
-        settings = build_settings(opts, exp)
-        shape, concurrency = plan(opts.workers_per_trial, opts.gpu, opts.cpus_per_worker, opts.trials,
-                                  opts.max_concurrent, opts.address, opts.storage, opts.cluster_config,
-                                  opts.shared_storage, opts.verbose)
-        settings = dataclasses.replace(settings, shape=dataclasses.asdict(shape), max_concurrent=concurrency,
-                                       device="cuda" if opts.gpu else "cpu")
-        searcher = StudySearcher(settings)
+    except BaseException:
+        lease.release()
+        raise
+    return settings, tuner, lease
+
+
+def _created(opts: SweepOptions, exp: Location):
+    with storage_errors(f"experiment {exp.uri}"):
+        exists = exp.exists()
+    if exists:
+        raise UserError(f"experiment {exp.uri} already exists; pass --resume to continue it or choose another --name")
+    settings = build_settings(opts, exp)
+    shape, concurrency = plan(opts.workers_per_trial, opts.gpu, opts.cpus_per_worker, opts.trials,
+                              opts.max_concurrent, opts.address, opts.storage, opts.cluster_config,
+                              opts.shared_storage, opts.verbose)
+    settings = dataclasses.replace(settings, shape=dataclasses.asdict(shape), max_concurrent=concurrency,
+                                   device="cuda" if opts.gpu else "cpu")
+    searcher = StudySearcher(settings)
+    with storage_errors(f"experiment {exp.uri} cannot be created"):
+        exp.makedirs()
+        lease = acquire(exp)
+    try:
         with storage_errors(f"experiment {exp.uri} cannot be created"):
-            exp.makedirs()
             settings.save(exp)
+            for old in earlier_copies(settings):
+                print(f"note: {exp.uri} held an earlier sweep whose experiment is gone; this sweep starts a fresh "
+                      f"study (the earlier one's local copy is left in {old})", flush=True)
             searcher.prepare()
         tuner = new_tuner(settings, searcher)
-        print(f"sweep {exp.uri}: {settings.trials} trials of space {settings.space_name!r} "
-              f"({len(settings.fixed)} baseline/enqueued first), {shape.workers} worker(s) each, "
-              f"{concurrency} at a time, {settings.epochs} epochs, ASHA grace {settings.grace_period} "
-              f"epoch(s), reduction {settings.reduction_factor:g}", flush=True)
-    grid = tuner.fit()
-    ended = all_trials_ended(exp, settings.trials)
-    if ended:
-        fail_orphans(settings)
-    errors = sum(1 for r in grid if r.error is not None)
-    return SweepOutcome(exp.uri, settings.trials, errors, ended, time.time() - t0)
-
-
-def fail_orphans(settings: SweepSettings) -> None:
-    """Optuna trials still RUNNING when every Tune trial has ended belong to none (asked just
-    before an interruption whose snapshot predates them): they end FAIL."""
-    study = open_study(settings)
-    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in orphans:
-        study.tell(t.number, state=TrialState.FAIL)
-    if orphans:
-        upload_journal(settings)
+    except BaseException:
+        lease.release()
+        raise
+    print(f"sweep {exp.uri}: {settings.trials} trials of space {settings.space_name!r} "
+          f"({len(settings.fixed)} baseline/enqueued first), {shape.workers} worker(s) each, "
+          f"{concurrency} at a time, {settings.epochs} epochs, ASHA grace {settings.grace_period} "
+          f"epoch(s), reduction {settings.reduction_factor:g}", flush=True)
+    return settings, tuner, lease
 
 
 class ControlASHA(ASHAScheduler):
@@ -258,7 +275,11 @@ class ProgressPrinter(Callback):
         self._say(f"{trial.trial_id} {status}" + (f", best {best:.4f}" if best is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-        self._say(f"{trial.trial_id} ERROR: {cause_line(trial.error_message or '')} (details in {trial.path})")
+        text = ""
+        if trial.error_file and os.path.isfile(trial.error_file):  # Tune wrote the failure there just before
+            with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        self._say(f"{trial.trial_id} ERROR: {cause_line(text)} (details in {trial.path})")
 
 
 def describe(config: dict[str, Any]) -> str:

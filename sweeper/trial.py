@@ -15,8 +15,6 @@ them; a run that had already ended (its last epoch, or diverged) is not started 
 
 from __future__ import annotations
 
-import json
-import logging
 from typing import Any
 
 import ray.train
@@ -24,9 +22,9 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from .checkpoint import META_FILE
 from .placement import TrialShape
 from .settings import TRAIN_RUNS_DIR, SweepSettings
+from .run_reader import checkpointed_history
 from .storage import Location, locate
 from .worker import train_loop_per_worker
 
@@ -35,17 +33,6 @@ def train_run(experiment: str | Location, trial_id: str) -> Location:
     """The Train run of a trial, inside its experiment folder."""
     exp = experiment if isinstance(experiment, Location) else locate(experiment)
     return exp.join(TRAIN_RUNS_DIR, f"train-{trial_id}")
-
-
-def train_result(run: Location):
-    """The Train run at ``run`` as ``ray.train.Result`` (None before its first checkpoint)."""
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "a run snapshot was found", for every run
-    if not run.exists():
-        return None
-    try:
-        return ray.train.Result.from_path(run.path, storage_filesystem=run.fs)
-    except RuntimeError:  # no checkpoint manager snapshot yet
-        return None
 
 
 def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Location, callbacks: list | None = None,
@@ -67,21 +54,13 @@ def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Loca
     )
 
 
-def checkpointed_history(run: Location, result=None) -> list[dict[str, Any]]:  # noqa: ANN001
-    """Every epoch report the latest checkpoint of the Train run at ``run`` holds (``result``: its
-    :func:`train_result`, when already read; empty without a checkpoint)."""
-    result = result if result is not None else train_result(run)
-    if result is None or result.checkpoint is None:
-        return []
-    meta = run.sibling_path(result.checkpoint.path).join(META_FILE)
-    return list(json.loads(meta.read_text()).get("history", [])) if meta.is_file() else []
-
-
 def loop_config(config: dict[str, Any], settings: SweepSettings) -> dict[str, Any]:
     out: dict[str, Any] = {"run": config["run"], "device": "cuda" if settings.shape.get("use_gpu") else "cpu",
                            "cpu_if_no_cuda": settings.cpu_if_no_cuda}
     if config["trial"].get("optuna_number") in settings.inject_nan_trials:
         out["inject_nan_at_epoch"] = 1
+    if config["trial"].get("optuna_number") in settings.inject_error_trials and settings.inject_error_while:
+        out.update(inject_error_at_epoch=2, inject_error_while=settings.inject_error_while)
     return out
 
 

@@ -6,7 +6,9 @@ What it adds to the step: Ray's context (rank, world size, device), resuming fro
 
 ``config`` (the Train loop config): ``run`` (a :class:`model.run_config.RunConfig` dict), ``device``
 ("cpu" or "cuda"), and optionally ``cpu_if_no_cuda`` (tests on fake GPUs), ``inject_nan_at_epoch``
-(tests: the weights become NaN at the start of that 1-based epoch) and ``tensorboard_dir``.
+(tests: the weights become NaN at the start of that 1-based epoch), ``inject_error_at_epoch`` with
+``inject_error_while`` (tests: raise at the start of that epoch while that file exists) and
+``tensorboard_dir``.
 
 DDP averages gradients over the workers, so W workers with B/W each follow the update of one
 process with batch B; every rank draws the same Russian-roulette lengths (one generator seeded
@@ -135,6 +137,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         t0 = time.perf_counter()
         set_epoch(loaders, epoch)
         model.train()
+        if config.get("inject_error_at_epoch") == epoch + 1 and os.path.exists(config["inject_error_while"]):
+            raise RuntimeError(f"error injected at epoch {epoch + 1} (a test)")
         if config.get("inject_nan_at_epoch") == epoch + 1:
             with torch.no_grad():
                 next(p for p in model.parameters() if p.requires_grad).fill_(math.nan)

@@ -252,25 +252,40 @@ def test_killed_worker_resumes_its_trajectory_from_its_checkpoint(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray_env) -> None:
-    """A sweep on S3 (a real S3-protocol server on loopback): SIGKILL ``idensenet sweep`` once one trial
-    has finished and another has checkpointed its last epoch; wipe the local state (a new HOME, no
-    staging folder); ``--resume`` finishes the sweep. No finished trial trains again; every epoch a
-    trial checkpointed before the kill is in the results table with its score, in the Optuna study
-    (read back from S3 with Optuna's own API) as an intermediate value, and trials that had finished
-    are finished (COMPLETE with their best epoch) or stopped (PRUNED); ``best`` and ``train`` work on S3."""
+def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray_env, monkeypatch) -> None:
+    """A sweep on S3 (a real S3-protocol server on loopback). While it runs, ``results`` (with
+    ``--plots`` every few polls) reads it over and over on the same head, and a second driver is
+    refused. Then SIGKILL ``idensenet sweep`` once one trial has finished and another has checkpointed
+    its last epoch; wipe the local state (a new HOME, no staging folder); ``--resume`` takes the dead
+    driver's lease over and finishes the sweep while ``results`` keeps polling. No poll raises; no
+    finished trial trains again; every epoch a trial reported is in the results table with its score and
+    in the Optuna study (read back from S3 with Optuna's own API) as the same intermediate value, under
+    unique trial numbers; every trial's table status is the ending the study recorded (COMPLETE with
+    its best epoch, or PRUNED); ``best`` and ``train`` work on S3."""
     import optuna
 
+    from sweeper.cli import main
+    from sweeper.search import latest_by_tune_id
     from sweeper.settings import SweepSettings
     from sweeper.storage import locate
 
     epochs = TINY_SPACE["train"]["epochs"]
+    polls: list[float] = []
+
+    def poll() -> None:  # what a researcher runs on the head while the sweep goes on; must never raise
+        t0 = time.perf_counter()
+        args = ["results", f"{uri}/s3kill"] + (["--plots"] if len(polls) % 5 == 4 else [])
+        assert main(args) == 0
+        polls.append(time.perf_counter() - t0)
+        time.sleep(0.5)
+
     with s3_server() as s3, fake_cluster(head_resources=CPU_HEAD, worker_types={},
                                           env={k: v for k, v in s3.items() if k != "bucket"}) as cluster:
         uri = f"s3://{s3['bucket']}/runs"
         env = {**cluster.subprocess_env(), **{k: v for k, v in s3.items() if k != "bucket"}}
         home1, home2 = tmp_path / "home1", tmp_path / "home2"
         home1.mkdir(), home2.mkdir()
+        monkeypatch.setenv("HOME", str(home1))  # the polls run on the first driver's head
         args = ["--space", _space(tmp_path), "--trials", "4", "--max-concurrent", "2", "--storage", uri,
                 "--name", "s3kill", "--grace-period", "1", "--reduction-factor", "2"]
         exp = locate(f"{uri}/s3kill")
@@ -280,8 +295,16 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
             def last_epochs() -> dict[str, int]:
                 return _s3_checkpoint_epochs(exp)
 
+            assert wait_for(lambda: exp.join("driver.lease").is_file(), 120, 0.5)
+            second = subprocess.run(_sweep_cmd("--storage", uri, "--name", "s3kill", "--resume"),
+                                    env={**env, "HOME": str(home2)}, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-2000:]
+            assert "is being run by another driver" in second.stderr
             # two trials with their last epoch checkpointed, then a moment for Tune to take in the first
-            assert wait_for(lambda: sum(e == epochs for e in last_epochs().values()) >= 2, 300, 0.5), last_epochs()
+            deadline = time.time() + 300
+            while sum(e == epochs for e in last_epochs().values()) < 2:
+                assert time.time() < deadline and sweep.poll() is None, last_epochs()
+                poll()
             time.sleep(3)
             before = _s3_histories(exp)
             os.kill(sweep.pid, signal.SIGKILL)
@@ -298,12 +321,21 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
                 import shutil
 
                 shutil.rmtree(staging, ignore_errors=True)
-        resume = subprocess.run(_sweep_cmd("--storage", uri, "--name", "s3kill", "--resume"),
-                                env={**env, "HOME": str(home2)}, capture_output=True, text=True, timeout=420)
-        assert resume.returncode == 0, resume.stdout[-4000:] + resume.stderr[-4000:]
+        resume = subprocess.Popen(_sweep_cmd("--storage", uri, "--name", "s3kill", "--resume"),
+                                  env={**env, "HOME": str(home2)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        try:
+            while resume.poll() is None or len(polls) < 50:
+                poll()
+            out = resume.communicate(timeout=420)[0]
+        finally:
+            if resume.poll() is None:
+                resume.kill()
+        assert resume.returncode == 0, out[-4000:]
+        assert "taking over" in out and "its process is gone" in out, out[-3000:]
         for t in finished_before:  # no finished trial trained again
             assert _s3_checkpoints(exp, t) == ckpts_before[t], (t, ckpts_before[t], _s3_checkpoints(exp, t),
-                                                                 resume.stdout[-3000:])
+                                                                 out[-3000:])
 
         from sweeper.results import results_table
 
@@ -314,7 +346,9 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
         study_file.write_bytes(locate(settings.journal).read_bytes())
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study_file)))
         study = optuna.load_study(study_name="s3kill", storage=storage)
-        by_id = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+        numbers = [t.number for t in study.trials]
+        assert len(numbers) == len(set(numbers))
+        by_id = latest_by_tune_id(study.trials)
         # a proposal asked just before the kill but missing from Tune's snapshot belongs to no trial: FAIL
         orphans = [t for tid, t in by_id.items() if tid not in df.index]
         assert set(df.index) <= set(by_id) and all(t.state.name == "FAIL" and t.value is None for t in orphans)
@@ -324,26 +358,33 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
             for h in history:
                 assert trial.intermediate_values[h["epoch"]] == pytest.approx(h["test_score"])
             assert row["best_score"] <= min(h["test_score"] for h in history) + 1e-12
-        for tid in finished_before:
-            row, trial = df.loc[tid], by_id[tid]
-            assert row["status"] == "finished" or (row["role"] != "control" and row["status"] == "stopped (ASHA)")
+        curves = results_table(exp).attrs["curves"]
+        for tid, row in df.iterrows():  # every reported epoch, the same value in the table and the study
+            trial = by_id[tid]
+            assert trial.intermediate_values == pytest.approx(dict(curves[tid])), tid
+            assert trial.user_attrs["ending"] == row["status"], (tid, row["status"], trial.user_attrs)
+            assert trial.state.name == ("COMPLETE" if row["status"] == "finished" else "PRUNED"), tid
             if row["status"] == "finished":
-                assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(row["best_score"])
-        for tid, row in df.iterrows():
-            state = by_id[tid].state.name
-            assert state == ("COMPLETE" if row["status"] == "finished" else "PRUNED"), (tid, row["status"], state)
+                assert trial.value == pytest.approx(row["best_score"])
+        for tid in finished_before:
+            row = df.loc[tid]
+            assert row["status"] == "finished" or (row["role"] != "control" and row["status"] == "stopped (ASHA)")
+        assert not exp.join("driver.lease").exists()  # released when the resumed driver ended
         best = tmp_path / "best.yaml"
         code = subprocess.run(_cli("best", f"{uri}/s3kill", "--out", str(best)), env={**env, "HOME": str(home2)},
                               capture_output=True, text=True, timeout=120)
         assert code.returncode == 0, code.stderr[-2000:]
         doc = yaml.safe_load(best.read_text())
-        assert doc["configs"][0]["score"] == pytest.approx(df["best_score"].min())
-        assert doc["configs"][0]["checkpoint"].startswith("s3://")
+        top = doc["configs"][0]
+        assert top["score"] == pytest.approx(df["best_score"].min()) and top["checkpoint"].startswith("s3://")
+        meta = json.loads(locate(top["checkpoint"]).join("meta.json").read_text())
+        assert meta["epoch"] == top["best_epoch"] and meta["history"][-1]["test_score"] == pytest.approx(top["score"])
         full = subprocess.run(_cli("train", "--config", str(best), "--epochs", "1", "--storage", uri, "--name", "full"),
                               env={**env, "HOME": str(home2)}, capture_output=True, text=True, timeout=300)
         assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
         assert locate(f"{uri}/full/density.png").is_file()
-    print(f"killed with {finished_before} at their last epoch; resumed statuses {dict(df['status'])}")
+    print(f"killed with {finished_before} at their last epoch; resumed statuses {dict(df['status'])}; "
+          f"{len(polls)} polls of results, median {sorted(polls)[len(polls) // 2]:.2f} s")
 
 
 def _cli(*args: str) -> list[str]:
@@ -360,9 +401,8 @@ def _s3_checkpoint_epochs(exp) -> dict[str, int]:
 
 
 def _s3_histories(exp) -> dict[str, list[dict]]:
-    """Trial id -> the epoch reports in its Train run's latest *registered* checkpoint on S3 (the one
-    Train resumes from; a checkpoint uploaded but not yet registered when the driver died is not)."""
-    from sweeper.trial import checkpointed_history
+    """Trial id -> the epoch reports in its Train run's newest complete checkpoint on S3."""
+    from sweeper.run_reader import checkpointed_history
 
     return {run[len("train-"):]: checkpointed_history(exp.join("train_runs", run))
             for run in exp.join("train_runs").children()}

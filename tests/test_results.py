@@ -6,13 +6,14 @@ test_sweep.py); here they are written out so every status and edge case appears 
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import yaml
 
 from model import RunConfig, TrainConfig, toy_config
+from sweeper.run_reader import SavedCheckpoint
+from sweeper.storage import Location
 from sweeper.results import control_verdict, family_verdict, load_best_entry, table_from_records
 from model.errors import UserError
 
@@ -34,12 +35,12 @@ def _record(tid: str, status: str, role: str, family: str, scores: list, depth: 
     epochs = []
     for e, s in enumerate(scores, start=1):
         epochs.append({"epoch": e, "test_score": math.nan if s is None else s, "diverged": s is None})
-    kept = [(SimpleNamespace(path=f"/ckpt/{tid}/{e}"), {"epoch": e, "test_score": s})
+    kept = [SavedCheckpoint(Location(f"/ckpt/{tid}/{e}", f"/ckpt/{tid}/{e}", False), e, epochs[:e])
             for e, s in enumerate(scores, start=1) if s is not None]
     info = {"role": role, "label": "resflow" if role == "control" else "", "param_count": 1000 + (depth or 0),
             "budget_deviation": 0.001 * (depth or 0), "width": 8}
     return {"trial_id": tid, "status": status, "config": {"run": run.to_dict(), "trial": info}, "epochs": epochs,
-            "train": SimpleNamespace(best_checkpoints=kept[-2:]), "path": f"/exp/trial_{tid}"}
+            "checkpoints": kept[-2:], "path": f"/exp/trial_{tid}"}
 
 
 @pytest.fixture()
@@ -109,3 +110,22 @@ def test_full_run_prepare_accepts_best_yaml(tmp_path):
     assert loaded.model.to_dict() == run["model"] and loaded.train.epochs == 1 and loaded.train.data == "moons"
     assert name == "full-aaaa0001-rank1" and folder.uri == str(storage / name)
     assert not storage.exists()  # validation creates nothing
+
+
+def test_a_best_entry_pairs_score_epoch_and_checkpoint_of_one_epoch():
+    """The best epoch's checkpoint was not kept (here: only the last two are): the entry takes the best
+    epoch that has one, its score and its checkpoint, and says so; never the best score with another
+    epoch's checkpoint."""
+    from sweeper.results import epoch_with_checkpoint
+
+    records = [_record("bbbb0001", "TERMINATED", "search", "idensenet", [3.0, 3.4, 3.2], 2),
+               _record("bbbb0002", "TERMINATED", "search", "idensenet", [3.6, 3.5, 3.1], 3)]
+    df = table_from_records(records, EPOCHS, "test_nll").set_index("trial", drop=False)
+    saved = {r["trial_id"]: r["checkpoints"] for r in records}
+    lost = df.loc["bbbb0001"]
+    assert lost["best_epoch"] == 1 and pd.isna(lost["best_checkpoint"])
+    score, epoch, ckpt, note = epoch_with_checkpoint(next(df.loc[["bbbb0001"]].itertuples(index=False)),
+                                                     saved["bbbb0001"])
+    assert (score, epoch, ckpt) == (3.2, 3, "/ckpt/bbbb0001/3") and "epoch 1 scored 3.0000" in note
+    kept = epoch_with_checkpoint(next(df.loc[["bbbb0002"]].itertuples(index=False)), saved["bbbb0002"])
+    assert kept == (3.1, 3, "/ckpt/bbbb0002/3", None)

@@ -6,6 +6,7 @@ trials first; the study reopened from its journal after a restore; and ASHA's ru
 from __future__ import annotations
 
 import math
+import os
 import pickle
 
 import pytest
@@ -157,3 +158,118 @@ def test_importance_compares_trials_at_the_epoch_all_of_them_reached():
     fair, epoch = equal_fidelity_study(study)
     assert epoch == 2
     assert sorted((t.params["train/lr"], t.value) for t in fair.trials) == [(1e-3, 3.1), (1e-2, 2.5)]
+
+
+def test_endings_follow_the_one_rule_and_a_resumed_error_continues_in_a_new_trial(tmp_path):
+    """Every ended trial carries its ending; an errored trial that runs again (``--resume``) continues
+    in a new Optuna trial with the same parameters; an epoch reported again with another value (retrained
+    from an older checkpoint) replaces the first, as in the table; the time budget ends what it stopped."""
+    from sweeper import endings
+    from sweeper.search import latest_by_tune_id, settle_study
+
+    settings = _settings(tmp_path, time_budget_s=60.0)
+    searcher = StudySearcher(settings)
+    searcher.prepare()
+    for t in ("ctrl", "err", "slow", "never", "asha"):
+        searcher.suggest(t)
+    searcher.on_trial_result("asha", _result(1, 3.3))
+    searcher.on_trial_complete("asha", _result(2, 3.2, done=True))
+    searcher.on_trial_result("err", _result(1, 3.0))
+    searcher.on_trial_complete("err", error=True)
+    first = latest_by_tune_id(open_study(settings).trials)["err"]
+    assert first.state.name == "FAIL" and first.user_attrs["ending"] == endings.ERROR
+    # --resume: the driver replays the checkpointed epoch, then trains on; epoch 2 is reported twice
+    for r in (_result(1, 3.0, replayed=True), _result(2, 2.95), _result(2, 2.9)):
+        searcher.on_trial_result("err", r)
+    for e, v in ((3, 2.8), (4, 2.85)):
+        searcher.on_trial_result("err", _result(e, v))
+    searcher.on_trial_complete("err", _result(4, 2.85, done=True))
+    searcher.on_trial_result("slow", _result(1, 3.5))
+    # the time budget: Tune ended "slow" (one epoch) and "never" (not started) without telling the searcher
+    settle_study(settings, {"ctrl": ("RUNNING", {}), "err": ("TERMINATED", {"epoch": 4}),
+                            "slow": ("TERMINATED", {"epoch": 1}), "never": ("TERMINATED", {}),
+                            "asha": ("TERMINATED", {"epoch": 2})}, all_ended=False)
+    study = open_study(settings)
+    latest = latest_by_tune_id(study.trials)
+    again = latest["err"]
+    assert again.number != first.number and again.user_attrs["resumed_from"] == first.number
+    assert again.params == first.params and again.user_attrs["role"] == first.user_attrs["role"]
+    assert again.state.name == "COMPLETE" and again.value == 2.8
+    assert again.intermediate_values == {1: 3.0, 2: 2.9, 3: 2.8, 4: 2.85}
+    assert [t.state.name for t in study.trials].count("FAIL") == 2  # the errored run and "never"
+    expected = {"asha": (endings.STOPPED_ASHA, "PRUNED"), "err": (endings.FINISHED, "COMPLETE"),
+                "slow": (endings.STOPPED_TIME_BUDGET, "PRUNED"), "never": (endings.STOPPED_TIME_BUDGET, "FAIL")}
+    for tid, (ending, state) in expected.items():
+        assert (latest[tid].user_attrs["ending"], latest[tid].state.name) == (ending, state), tid
+    assert latest["ctrl"].state.name == "RUNNING"  # Tune resumes it: left as it is
+    settle_study(settings, {}, all_ended=True)  # every Tune trial ended: a proposal of none ends "not run"
+    assert latest_by_tune_id(open_study(settings).trials)["ctrl"].user_attrs["ending"] == endings.NOT_RUN
+
+
+def test_a_reader_never_writes_the_writers_study(tmp_path, monkeypatch):
+    """``results``/``best``/``--plots`` on the head of a sweep on S3 read a private copy: the driver's
+    working copy, which holds an epoch not yet uploaded, stays byte for byte what the driver wrote,
+    and the driver's next proposal gets a fresh trial number."""
+    import pandas as pd
+    from cluster_utils import s3_server
+
+    from sweeper.results import write_study_figures
+    from sweeper.search import study_snapshot, working_journal
+    from sweeper.storage import locate
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with s3_server() as s3:
+        settings = _settings(tmp_path, experiment=f"s3://{s3['bucket']}/runs/s", sweep_id="w")
+        searcher = StudySearcher(settings)
+        searcher.prepare()
+        searcher.suggest("a")
+        searcher.on_trial_result("a", _result(1, 3.0))  # uploaded at most every UPLOAD_EVERY_S: not yet
+        path = working_journal(settings)
+        before = open(path, "rb").read()
+        assert locate(settings.journal).read_bytes() != before
+        with study_snapshot(settings) as study:
+            assert [t.user_attrs.get("tune_trial_id") for t in study.trials] == ["a"]
+            study.ask()  # whatever a reader does stays in its copy
+        exp = locate(settings.experiment)
+        written = write_study_figures(exp, pd.DataFrame({"trial": ["a"], "family": ["resflow"]}), settings)
+        assert locate(written["by_family"]).read_bytes()[:4] == b"\x89PNG"
+        assert open(path, "rb").read() == before
+        searcher.suggest("b")
+        trials = open_study(settings).trials
+        assert [t.number for t in trials] == [0, 1] and trials[0].intermediate_values == {1: 3.0}
+
+
+def test_same_name_on_two_s3_prefixes_and_a_reused_name_get_their_own_studies(tmp_path, monkeypatch, capsys):
+    """The local working copy is keyed by the experiment URI and the sweep: sweeps named alike on two
+    prefixes (and one reusing a deleted experiment's name) each begin with their own control, and never
+    see another's trials."""
+    from cluster_utils import s3_server
+
+    from sweeper.search import earlier_copies, study_snapshot, working_journal
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def sweep(uri: str, sweep_id: str, asks: int) -> SweepSettings:
+        settings = _settings(tmp_path, name="c10", experiment=uri, sweep_id=sweep_id)
+        searcher = StudySearcher(settings)
+        searcher.prepare()
+        for i in range(asks):
+            searcher.suggest(f"{sweep_id}-{i}")
+        return settings
+
+    with s3_server() as s3:
+        a = sweep(f"s3://{s3['bucket']}/a/c10", "one", 3)
+        b = sweep(f"s3://{s3['bucket']}/b/c10", "two", 2)
+        assert working_journal(a) != working_journal(b)
+        from sweeper.storage import locate
+
+        fs = locate(a.experiment).fs
+        fs.delete_dir(locate(a.experiment).path)  # the experiment is deleted, its name reused
+        again = _settings(tmp_path, name="c10", experiment=a.experiment, sweep_id="three")
+        assert earlier_copies(again) == [os.path.dirname(working_journal(a))]
+        a2 = sweep(a.experiment, "three", 1)
+        for settings, asks in ((b, 2), (a2, 1)):
+            with study_snapshot(settings) as study:
+                trials = study.trials
+            assert trials[0].user_attrs["role"] == "control" and trials[0].number == 0
+            assert [t.user_attrs["tune_trial_id"] for t in trials] == [f"{settings.sweep_id}-{i}" for i in range(asks)]

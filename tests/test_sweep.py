@@ -177,3 +177,58 @@ def test_best_against_the_trial_files_and_a_full_run(sweep, tmp_path, capsys):
     ckpt = sorted(p for p in (full / "r2").glob("checkpoint_*") if p.is_dir())[-1]
     state = load_state(ckpt)
     assert state["epoch"] == 2 and state["step"]["iteration"] == 2 * state["history"][0]["iterations"]
+
+
+def _agreement(exp: Path) -> tuple[dict, dict]:
+    """Table status and the study's record (ending, state) of every trial, by Tune trial id."""
+    from sweeper.results import results_table
+    from sweeper.search import latest_by_tune_id
+    from sweeper.storage import locate
+
+    df = results_table(locate(str(exp))).set_index("trial")
+    study = _study(exp)
+    latest = latest_by_tune_id(study.trials)
+    assert not [t.number for t in study.trials if t.state.name == "RUNNING"], "a trial left RUNNING"
+    return dict(df["status"]), {tid: (t.user_attrs.get("ending"), t.state.name, t) for tid, t in latest.items()}
+
+
+def test_an_errored_then_resumed_trial_and_a_time_budget_agree_in_study_and_table(ray_session, tmp_path):
+    """Two sweeps: one whose trial raises at epoch 2 (no retries), then ``--resume`` without the
+    fault; one cut short by ``--time-budget``. Trial by trial, the table's status is the ending the
+    study recorded under the one rule, with the Optuna state it gives; nothing is left RUNNING."""
+    from sweeper import endings
+
+    space = {**SPACE, "search": {"family": {"choices": ["idensenet"]}, "depth": {"choices": [2]}},
+             "train": {**SPACE["train"], "lr": 1.0e-3}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    flag = tmp_path / "fail-while-here"
+    flag.touch()
+    common = ["sweep", "--space", str(tmp_path / "space.yaml"), "--storage", str(tmp_path / "runs"),
+              "--max-concurrent", "2", "--max-failures", "0", "--trial-retries", "0"]
+    args = [*common, "--trials", "3", "--name", "err", "--grace-period", str(EPOCHS),
+            "--inject-error-trials", "1", "--inject-error-while", str(flag)]
+    assert main(args) == 1  # a trial errored
+    statuses, study = _agreement(tmp_path / "runs" / "err")
+    assert sorted(statuses.values()) == [endings.ERROR, endings.FINISHED, endings.FINISHED]
+    flag.unlink()
+    assert main([*common, "--name", "err", "--resume"]) == 0
+    statuses, study = _agreement(tmp_path / "runs" / "err")
+    assert set(statuses.values()) == {endings.FINISHED}
+    for tid, status in statuses.items():
+        ending, state, _ = study[tid]
+        assert ending == status and state == endings.optuna_state(status, True).name
+    resumed = [t for _, _, t in study.values() if "resumed_from" in t.user_attrs]
+    assert len(resumed) == 1 and sorted(resumed[0].intermediate_values) == list(range(1, EPOCHS + 1))
+    first = _study(tmp_path / "runs" / "err").trials[resumed[0].user_attrs["resumed_from"]]
+    assert first.state.name == "FAIL" and first.user_attrs["ending"] == endings.ERROR
+    assert first.params == resumed[0].params
+
+    long = ["--trials", "3", "--name", "budget", "--epochs", "40", "--grace-period", "40", "--time-budget", "30"]
+    code = main([*common, *long])
+    assert code in (0, 130)
+    statuses, study = _agreement(tmp_path / "runs" / "budget")
+    assert endings.STOPPED_TIME_BUDGET in statuses.values(), statuses
+    for tid, status in statuses.items():
+        ending, state, trial = study[tid]
+        assert ending == status, (tid, status, ending)
+        assert state == endings.optuna_state(status, bool(trial.intermediate_values)).name
