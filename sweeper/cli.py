@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=POSITIVE, default=None, help="cap on trials at once (default: what fits)")
     p.add_argument("--seed", type=NONNEGATIVE, default=0, help="TPE and training seed")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    p.add_argument("--resume-if-exists", action="store_true",
+                   help="continue the sweep --name when its experiment exists, else start it (a batch job that "
+                        "may run again: it waits for a driver lease that is going stale)")
     p.add_argument("--smoke-test", action="store_true", help="2 epochs of 5 steps, small test set")
     p.add_argument("--enqueue", default=None, metavar="FILE",
                    help="run these configurations first: a best.yaml, or a YAML list of {label, model, train}")

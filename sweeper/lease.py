@@ -127,9 +127,17 @@ def refusal(exp: Location, held: LeaseRecord) -> UserError:
                      f"or, if it is gone, --resume again once its heartbeat is over {STALE_AFTER_S:.0f} s old")
 
 
-def acquire(exp: Location) -> DriverLease:
-    """Take the experiment's lease (its folder must exist) or raise a one-line :class:`UserError`."""
+def acquire(exp: Location, wait_s: float = 0.0) -> DriverLease:
+    """Take the experiment's lease (its folder must exist) or raise a one-line :class:`UserError`;
+    ``wait_s``: how long to wait for a held lease to become free first (a requeued batch job whose
+    predecessor is still dying)."""
     held = read_lease(exp)
+    end = time.time() + wait_s
+    if held is not None and not held.is_free() and wait_s > 0:
+        print(f"waiting up to {wait_s:.0f} s for the driver lease of {exp.uri} ({held.describe()})", flush=True)
+        while held is not None and not held.is_free() and time.time() < end:
+            time.sleep(min(HEARTBEAT_S, max(0.1, end - time.time())))
+            held = read_lease(exp)
     if held is not None and not held.is_free():
         raise refusal(exp, held)
     if held is not None:

@@ -111,16 +111,19 @@ def all_trials_ended(exp: Location, trials: int) -> bool:
     return len(statuses) >= trials and all(s in ("TERMINATED", "ERROR") for s in statuses)
 
 
-def _status(rec: dict[str, Any], epochs: int, recorded: str | None) -> str:
-    """The ending the study recorded (:mod:`sweeper.endings`), unless that was an error and Tune runs
-    the trial again now; for a trial the study has not ended, the same rule from Tune's records."""
+def _status(rec: dict[str, Any], epochs: int, recorded: tuple[str, int] | None) -> tuple[str, int | None]:
+    """(status, the last epoch of the trial's record). The ending and epochs the study recorded
+    (:mod:`sweeper.endings`), unless that was an error and Tune runs the trial again now: a worker
+    may checkpoint one more epoch while its trial is being stopped, which no one was told and which
+    does not count. For a trial the study has not ended, the same rule from Tune's records, every
+    reported epoch counting."""
     live = rec["status"] in ("RUNNING", "PENDING", "PAUSED")
-    if recorded in endings.ENDED and not (live and recorded == endings.ERROR):
-        return recorded
+    if recorded and recorded[0] in endings.ENDED and not (live and recorded[0] == endings.ERROR):
+        return recorded[0], recorded[1]
     if live:
-        return endings.INCOMPLETE
+        return endings.INCOMPLETE, None
     last = rec["epochs"][-1] if rec["epochs"] else {}
-    return endings.tune_ending(rec["status"], int(last.get("epoch", 0)), epochs, bool(last.get("diverged", False)))
+    return endings.tune_ending(rec["status"], int(last.get("epoch", 0)), epochs, bool(last.get("diverged", False))), None
 
 
 def _best_checkpoint(saved, best_epoch: int | None) -> str | None:  # noqa: ANN001
@@ -142,12 +145,16 @@ def results_table(exp: Location):
 
 
 def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: str,
-                       recorded: dict[str, str] | None = None):
+                       recorded: dict[str, tuple[str, int]] | None = None):
     """The table of :func:`trial_records`' records (see :func:`results_table`); ``recorded``: the
-    ending the study holds for each trial it has ended."""
-    rows = []
+    ending and epochs run the study holds for each trial it has ended."""
+    rows, capped = [], []
     recorded = recorded or {}
     for rec in records:
+        status, last_epoch = _status(rec, epochs, recorded.get(rec["trial_id"]))
+        if last_epoch is not None:
+            rec = {**rec, "epochs": [r for r in rec["epochs"] if int(r["epoch"]) <= last_epoch]}
+        capped.append(rec)
         cfg, info = rec["config"], rec["config"].get("trial") or {}
         m, t = cfg["run"]["model"], cfg["run"]["train"]
         scores = _scores(rec)
@@ -155,7 +162,7 @@ def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: 
         resflow = m.get("family") == "resflow"
         rows.append({
             "trial": rec["trial_id"], "role": info.get("role", "search"), "label": info.get("label", ""),
-            "status": _status(rec, epochs, recorded.get(rec["trial_id"])), "family": m.get("family"),
+            "status": status, "family": m.get("family"),
             "depth": None if resflow else m.get("depth"), "growth": None if resflow else m.get("growth"),
             "hidden": info.get("width") if resflow else None, "activation": m.get("activation"),
             "blocks": "-".join(str(b) for b in m.get("blocks_per_scale", [])),
@@ -181,7 +188,7 @@ def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: 
     if len(df):
         df = df.sort_values(["best_score", "trial"], na_position="last").reset_index(drop=True)
     df.attrs["metric"] = metric_name
-    df.attrs["curves"] = {rec["trial_id"]: _scores(rec) for rec in records}
+    df.attrs["curves"] = {rec["trial_id"]: _scores(rec) for rec in capped}
     return df
 
 

@@ -148,11 +148,11 @@ def latest_by_tune_id(trials) -> dict[str, Any]:  # noqa: ANN001
     return out
 
 
-def recorded_endings(settings: SweepSettings) -> dict[str, str]:
-    """Tune trial id -> the ending the study recorded for it (trials it has ended only)."""
+def recorded_endings(settings: SweepSettings) -> dict[str, tuple[str, int]]:
+    """Tune trial id -> (ending, epochs run) as the study recorded them (trials it has ended only)."""
     with study_snapshot(settings) as study:
         latest = latest_by_tune_id(study.get_trials(deepcopy=False))
-    return {tid: t.user_attrs["ending"] for tid, t in latest.items()
+    return {tid: (t.user_attrs["ending"], int(t.user_attrs.get("epochs_run", 0))) for tid, t in latest.items()
             if t.state.is_finished() and t.user_attrs.get("ending")}
 
 

@@ -32,11 +32,11 @@ from model.data import require_dataset
 from model.errors import UserError
 from search_spaces.space import fixed_trials_from_file
 
-from .lease import acquire
+from .lease import HEARTBEAT_S, STALE_AFTER_S, acquire
 from .placement import connect_ray, plan
 from .results import recorded_scores, tune_trials
 from .search import METRIC, MODE, StudySearcher, earlier_copies, settle_study
-from .settings import SweepSettings, command_line_train, load_space_text, space_text
+from .settings import SETTINGS_FILE, SweepSettings, command_line_train, load_space_text, space_text
 from .storage import Location, check_writable, experiment_location, locate, storage_errors
 from .trial import cause_line, make_trainable
 
@@ -62,6 +62,7 @@ class SweepOptions:
     seed: int = 0
     sampler: str = "tpe"  # or "random" (the search-efficiency benchmark's baseline arm)
     resume: bool = False
+    resume_if_exists: bool = False
     smoke_test: bool = False
     batch_size: int | None = None
     data_root: str | None = None
@@ -145,12 +146,16 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome:
     """Validate, connect to (or start) Ray, take the experiment's driver lease, run or resume the
     sweep, end in the study what Tune ended silently, and say how it ended."""
     t0 = time.time()
-    if opts.resume and not opts.name:
-        raise UserError("--resume needs the --name of the sweep to continue")
+    if (opts.resume or opts.resume_if_exists) and not opts.name:
+        raise UserError(f"{'--resume' if opts.resume else '--resume-if-exists'} needs the --name of the sweep")
     name = opts.name or f"{os.path.splitext(os.path.basename(opts.space))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = experiment_location(opts.storage, name)
     check_writable(opts.storage)
-    settings, tuner, lease = (_resumed if opts.resume else _created)(opts, exp)
+    resume = opts.resume
+    if opts.resume_if_exists:
+        with storage_errors(f"experiment {exp.uri}"):
+            resume = exp.join(SETTINGS_FILE).is_file()
+    settings, tuner, lease = (_resumed if resume else _created)(opts, exp)
     with lease:
         grid = tuner.fit()
         trials = tune_trials(exp)
@@ -163,7 +168,7 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome:
 def _resumed(opts: SweepOptions, exp: Location):
     with storage_errors(f"experiment {exp.uri}"):
         settings = SweepSettings.load(exp)
-        lease = acquire(exp)
+        lease = acquire(exp, wait_s=STALE_AFTER_S + 2 * HEARTBEAT_S if opts.resume_if_exists else 0.0)
     try:
         connect_ray(opts.address, settings.shape.get("use_gpu", False), opts.verbose)
         if not tune.Tuner.can_restore(exp.uri):

@@ -129,3 +129,14 @@ def test_a_best_entry_pairs_score_epoch_and_checkpoint_of_one_epoch():
     assert (score, epoch, ckpt) == (3.2, 3, "/ckpt/bbbb0001/3") and "epoch 1 scored 3.0000" in note
     kept = epoch_with_checkpoint(next(df.loc[["bbbb0002"]].itertuples(index=False)), saved["bbbb0002"])
     assert kept == (3.1, 3, "/ckpt/bbbb0002/3", None)
+
+
+def test_an_epoch_no_one_was_told_of_does_not_count():
+    """ASHA stopped a trial on its epoch-1 report while its worker checkpointed epoch 2: the study
+    recorded one epoch, and so does the table (without the study's record, both epochs count)."""
+    rec = _record("dddd0001", "TERMINATED", "search", "idensenet", [3.5, 3.0], 2)
+    told = table_from_records([rec], EPOCHS, "test_nll", {"dddd0001": ("stopped (ASHA)", 1)}).iloc[0]
+    assert (told["status"], told["epochs_run"], told["best_score"]) == ("stopped (ASHA)", 1, 3.5)
+    untold = table_from_records([rec], EPOCHS, "test_nll")
+    assert (untold.iloc[0]["epochs_run"], untold.iloc[0]["best_score"]) == (2, 3.0)
+    assert untold.attrs["curves"]["dddd0001"] == [(1, 3.5), (2, 3.0)]
