@@ -2,9 +2,11 @@
 data-parallel), and resuming it.
 
 ``run_sweep`` validates everything it can before the experiment folder exists and (for a local
-instance) before Ray starts, sizes the trials that run at once from what the cluster can reach, and
-continues an interrupted sweep with ``Tuner.restore`` (finished trials are not run again; unfinished
-and errored ones continue from their Train run's latest checkpoint).
+instance) before Ray starts, sizes the trials that run at once from what the cluster can reach, takes
+the experiment's driver lease (:mod:`sweeper.lease`) for as long as it runs, continues an interrupted
+sweep with ``Tuner.restore`` (finished trials are not run again; unfinished and errored ones continue
+from their Train run's latest checkpoint), and after ``Tuner.fit`` ends in the study what Tune ended
+without telling the searcher (:func:`sweeper.search.settle_study`).
 
 ASHA (``time_attr="epoch"``: Tune's own iteration count restarts after a restore) keeps about 1/η of
 the trials at each rung g, g·η, g·η², … below the last epoch R; N trials then cost about
