@@ -78,7 +78,8 @@ def read_lease(exp: Location) -> LeaseRecord | None:
 
 
 class DriverLease:
-    """The lease this process holds on one experiment; a context manager that releases it."""
+    """The lease this process holds on one experiment, renewed from the moment it is taken; a context
+    manager that releases it."""
 
     def __init__(self, exp: Location, record: LeaseRecord) -> None:
         self.exp, self.record = exp, record
@@ -103,8 +104,12 @@ class DriverLease:
             except OSError:  # storage briefly unreachable: try again at the next beat
                 continue
 
-    def __enter__(self) -> "DriverLease":
+    def start(self) -> "DriverLease":
+        """Renew the lease every ``HEARTBEAT_S`` from now until :meth:`release`."""
         self._thread.start()
+        return self
+
+    def __enter__(self) -> "DriverLease":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -152,4 +157,4 @@ def acquire(exp: Location, wait_s: float = 0.0) -> DriverLease:
     if current is None or current.holder != lease.record.holder:
         raise refusal(exp, current) if current is not None else UserError(
             f"experiment {exp.uri}: the driver lease could not be written back (storage not consistent?)")
-    return lease
+    return lease.start()

@@ -285,13 +285,15 @@ class StudySearcher(Searcher):
         self._reset()
 
 
-def settle_study(settings: SweepSettings, tune_trials: dict[str, tuple[str, dict[str, Any]]], all_ended: bool) -> None:
+def settle_study(settings: SweepSettings, tune_trials: dict[str, tuple[str, dict[str, Any]]], all_ended: bool,
+                 time_budget_spent: bool = False) -> None:
     """After ``Tuner.fit``: end the Optuna trials Tune ended without telling the searcher.
 
-    ``tune_trials``: Tune trial id -> (status, last result). A TERMINATED trial the study still has
-    RUNNING was stopped by the time budget (Tune stops every live trial then and tells no searcher);
-    once every Tune trial has ended, a proposal that belongs to none (asked just before an interruption
-    whose snapshot predates it) ends FAIL as ``not run``. Trials Tune will resume stay RUNNING."""
+    ``tune_trials``: Tune trial id -> (status, last result). When the time budget ran out
+    (``time_budget_spent``), a TERMINATED trial the study still has RUNNING was stopped by it (Tune
+    stops every live trial then and tells no searcher); once every Tune trial has ended, a proposal
+    that belongs to none (asked just before an interruption whose snapshot predates it) ends FAIL as
+    ``not run``. Trials Tune will resume stay RUNNING."""
     study = open_study(settings)
     changed = False
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -302,7 +304,7 @@ def settle_study(settings: SweepSettings, tune_trials: dict[str, tuple[str, dict
                 changed = True
             continue
         status, last = known
-        if status != "TERMINATED":
+        if status != "TERMINATED" or not time_budget_spent:
             continue
         epoch = int(last.get("epoch") or max(frozen.intermediate_values, default=0))
         ending = endings.classify(epochs_run=epoch, epochs=settings.epochs, diverged=bool(last.get("diverged")),

@@ -159,10 +159,12 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome:
             resume = exp.join(SETTINGS_FILE).is_file()
     settings, tuner, lease = (_resumed if resume else _created)(opts, exp)
     with lease:
+        fit_start = time.time()
         grid = tuner.fit()
+        spent = settings.time_budget_s is not None and time.time() - fit_start >= settings.time_budget_s
         trials = tune_trials(exp)
         ended = len(trials) >= settings.trials and all(s in ("TERMINATED", "ERROR") for s, _ in trials.values())
-        settle_study(settings, trials, ended)
+        settle_study(settings, trials, ended, time_budget_spent=spent)
     errors = sum(1 for r in grid if r.error is not None)
     return SweepOutcome(exp.uri, settings.trials, errors, ended, time.time() - t0)
 

@@ -186,9 +186,12 @@ def test_endings_follow_the_one_rule_and_a_resumed_error_continues_in_a_new_tria
     searcher.on_trial_complete("err", _result(4, 2.85, done=True))
     searcher.on_trial_result("slow", _result(1, 3.5))
     # the time budget: Tune ended "slow" (one epoch) and "never" (not started) without telling the searcher
+    told = {"ctrl": ("RUNNING", {}), "slow": ("TERMINATED", {"epoch": 1}), "never": ("TERMINATED", {})}
+    settle_study(settings, told, all_ended=False, time_budget_spent=False)  # an interruption: Tune resumes them
+    assert latest_by_tune_id(open_study(settings).trials)["slow"].state.name == "RUNNING"
     settle_study(settings, {"ctrl": ("RUNNING", {}), "err": ("TERMINATED", {"epoch": 4}),
                             "slow": ("TERMINATED", {"epoch": 1}), "never": ("TERMINATED", {}),
-                            "asha": ("TERMINATED", {"epoch": 2})}, all_ended=False)
+                            "asha": ("TERMINATED", {"epoch": 2})}, all_ended=False, time_budget_spent=True)
     study = open_study(settings)
     latest = latest_by_tune_id(study.trials)
     again = latest["err"]
