@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import signal
 import sys
 from typing import Any, NoReturn, Sequence
 
@@ -203,6 +204,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # started with `&` by a script (the Slurm job)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # whose SIGINT must stop a sweep cleanly
     try:
         if argv and argv[0] in PASSTHROUGH:
             return int(importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:]) or 0)

@@ -85,6 +85,7 @@ class DriverLease:
         self.exp, self.record = exp, record
         self.lost = False
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # a renewal in flight never lands after release deleted the file
         self._thread = threading.Thread(target=self._beat, name="idensenet-lease", daemon=True)
 
     def _write(self) -> None:
@@ -99,8 +100,11 @@ class DriverLease:
                     print(f"idensenet: warning: another driver took over {self.exp.uri} ({current.describe()}); "
                           "this one no longer renews its lease: stop it", file=sys.stderr, flush=True)
                     return
-                self.record = LeaseRecord(**{**asdict(self.record), "heartbeat": time.time()})
-                self._write()
+                with self._lock:
+                    if self._stop.is_set():
+                        return
+                    self.record = LeaseRecord(**{**asdict(self.record), "heartbeat": time.time()})
+                    self._write()
             except OSError:  # storage briefly unreachable: try again at the next beat
                 continue
 
@@ -116,15 +120,14 @@ class DriverLease:
         self.release()
 
     def release(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        current = read_lease(self.exp)
-        if current is not None and current.holder == self.record.holder:
-            try:
-                self.exp.join(LEASE_FILE).fs.delete_file(self.exp.join(LEASE_FILE).path)
-            except OSError:
-                pass
+        with self._lock:
+            self._stop.set()
+            current = read_lease(self.exp)
+            if current is not None and current.holder == self.record.holder:
+                try:
+                    self.exp.join(LEASE_FILE).fs.delete_file(self.exp.join(LEASE_FILE).path)
+                except OSError:
+                    pass
 
 
 def refusal(exp: Location, held: LeaseRecord) -> UserError:

@@ -261,7 +261,8 @@ def epoch_with_checkpoint(row, saved) -> tuple[float, int, str | None, str | Non
     the best epoch without a checkpoint."""
     if isinstance(row.best_checkpoint, str):
         return float(row.best_score), int(row.best_epoch), row.best_checkpoint, None
-    kept = [c for c in saved if c.report.get("test_score") is not None and math.isfinite(float(c.report["test_score"]))]
+    kept = [c for c in saved if c.epoch <= int(row.epochs_run) and c.report.get("test_score") is not None
+            and math.isfinite(float(c.report["test_score"]))]  # epochs beyond the trial's record do not count
     if not kept:
         return float(row.best_score), int(row.best_epoch), None, f"epoch {int(row.best_epoch)} has no kept checkpoint"
     c = min(kept, key=lambda c: float(c.report["test_score"]))

@@ -285,15 +285,19 @@ class StudySearcher(Searcher):
         self._reset()
 
 
-def settle_study(settings: SweepSettings, tune_trials: dict[str, tuple[str, dict[str, Any]]], all_ended: bool,
-                 time_budget_spent: bool = False) -> None:
+def settle_study(settings: SweepSettings, tune_trials: dict[str, tuple[str, dict[str, Any]]], all_ended: bool) -> None:
     """After ``Tuner.fit``: end the Optuna trials Tune ended without telling the searcher.
 
-    ``tune_trials``: Tune trial id -> (status, last result). When the time budget ran out
-    (``time_budget_spent``), a TERMINATED trial the study still has RUNNING was stopped by it (Tune
-    stops every live trial then and tells no searcher); once every Tune trial has ended, a proposal
+    ``tune_trials``: Tune trial id -> (status, last result) from the experiment's final snapshot, which
+    Tune writes before it stops the live trials, so a trial interrupted (Ctrl-C, SIGINT) is still
+    RUNNING or PENDING there and stays RUNNING in the study for ``--resume``. A TERMINATED or ERROR
+    trial the study still has RUNNING was ended without a word to the searcher: by the time budget
+    (Tune stops every live trial then and tells no searcher), or, for a trial rerun after an error,
+    because Tune's concurrency limiter forwards no ending of a trial it had already seen end. Its
+    ending follows the rule with what Tune last recorded (a trial short of its last epoch: stopped by
+    the time budget when the sweep has one, else by ASHA). Once every Tune trial has ended, a proposal
     that belongs to none (asked just before an interruption whose snapshot predates it) ends FAIL as
-    ``not run``. Trials Tune will resume stay RUNNING."""
+    ``not run``."""
     study = open_study(settings)
     changed = False
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -304,11 +308,12 @@ def settle_study(settings: SweepSettings, tune_trials: dict[str, tuple[str, dict
                 changed = True
             continue
         status, last = known
-        if status != "TERMINATED" or not time_budget_spent:
+        if status not in ("TERMINATED", "ERROR"):
             continue
         epoch = int(last.get("epoch") or max(frozen.intermediate_values, default=0))
         ending = endings.classify(epochs_run=epoch, epochs=settings.epochs, diverged=bool(last.get("diverged")),
-                                  stopped_by=endings.TIME_BUDGET)
+                                  errored=status == "ERROR",
+                                  stopped_by=endings.TIME_BUDGET if settings.time_budget_s else endings.SCHEDULER)
         end_trial(study, frozen, ending, epoch)
         changed = True
     if changed:

@@ -38,11 +38,12 @@ from .lease import HEARTBEAT_S, STALE_AFTER_S, acquire
 from .placement import connect_ray, plan
 from .results import recorded_scores, tune_trials
 from .search import METRIC, MODE, StudySearcher, earlier_copies, settle_study
-from .settings import SETTINGS_FILE, SweepSettings, command_line_train, load_space_text, space_text
+from .settings import JOURNAL_FILE, SETTINGS_FILE, SweepSettings, command_line_train, load_space_text, space_text
 from .storage import Location, check_writable, experiment_location, locate, storage_errors
 from .trial import cause_line, make_trainable
 
 BASELINE_ROLES = ("control", "baseline")
+LEASE_WAIT_S = STALE_AFTER_S + 2 * HEARTBEAT_S  # --resume-if-exists: a predecessor's lease going stale
 DEFAULT_REDUCTION = 3.0
 
 
@@ -154,17 +155,15 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome:
     exp = experiment_location(opts.storage, name)
     check_writable(opts.storage)
     resume = opts.resume
-    if opts.resume_if_exists:
+    if opts.resume_if_exists:  # an experiment that died before Tune's first snapshot is started again in place
         with storage_errors(f"experiment {exp.uri}"):
-            resume = exp.join(SETTINGS_FILE).is_file()
+            resume = exp.join(SETTINGS_FILE).is_file() and tune.Tuner.can_restore(exp.uri)
     settings, tuner, lease = (_resumed if resume else _created)(opts, exp)
     with lease:
-        fit_start = time.time()
         grid = tuner.fit()
-        spent = settings.time_budget_s is not None and time.time() - fit_start >= settings.time_budget_s
         trials = tune_trials(exp)
         ended = len(trials) >= settings.trials and all(s in ("TERMINATED", "ERROR") for s, _ in trials.values())
-        settle_study(settings, trials, ended, time_budget_spent=spent)
+        settle_study(settings, trials, ended)
     errors = sum(1 for r in grid if r.error is not None)
     return SweepOutcome(exp.uri, settings.trials, errors, ended, time.time() - t0)
 
@@ -172,7 +171,7 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome:
 def _resumed(opts: SweepOptions, exp: Location):
     with storage_errors(f"experiment {exp.uri}"):
         settings = SweepSettings.load(exp)
-        lease = acquire(exp, wait_s=STALE_AFTER_S + 2 * HEARTBEAT_S if opts.resume_if_exists else 0.0)
+        lease = acquire(exp, wait_s=LEASE_WAIT_S if opts.resume_if_exists else 0.0)
     try:
         connect_ray(opts.address, settings.shape.get("use_gpu", False), opts.verbose)
         if not tune.Tuner.can_restore(exp.uri):
@@ -186,10 +185,21 @@ def _resumed(opts: SweepOptions, exp: Location):
     return settings, tuner, lease
 
 
+def set_aside_unstarted(exp: Location) -> None:
+    """``--resume-if-exists`` on an experiment whose driver died before Tune's first snapshot: its
+    journal (proposals no trial ran) is kept beside, renamed, so the new sweep's study starts afresh."""
+    journal = exp.join(JOURNAL_FILE)
+    if journal.is_file():
+        aside = f"{journal.path}.unstarted-{time.strftime('%Y%m%d-%H%M%S')}"
+        journal.fs.move(journal.path, aside)
+        print(f"note: {exp.uri} holds no restorable Tune state (its driver died while starting); the sweep "
+              f"starts again in place, its earlier journal kept as {os.path.basename(aside)}", flush=True)
+
+
 def _created(opts: SweepOptions, exp: Location):
     with storage_errors(f"experiment {exp.uri}"):
         exists = exp.exists()
-    if exists:
+    if exists and not opts.resume_if_exists:
         raise UserError(f"experiment {exp.uri} already exists; pass --resume to continue it or choose another --name")
     settings = build_settings(opts, exp)
     shape, concurrency = plan(opts.workers_per_trial, opts.gpu, opts.cpus_per_worker, opts.trials,
@@ -200,9 +210,11 @@ def _created(opts: SweepOptions, exp: Location):
     searcher = StudySearcher(settings)
     with storage_errors(f"experiment {exp.uri} cannot be created"):
         exp.makedirs()
-        lease = acquire(exp)
+        lease = acquire(exp, wait_s=LEASE_WAIT_S if exists else 0.0)
     try:
         with storage_errors(f"experiment {exp.uri} cannot be created"):
+            if exists:
+                set_aside_unstarted(exp)
             settings.save(exp)
             for old in earlier_copies(settings):
                 print(f"note: {exp.uri} held an earlier sweep whose experiment is gone; this sweep starts a fresh "

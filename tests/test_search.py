@@ -186,12 +186,12 @@ def test_endings_follow_the_one_rule_and_a_resumed_error_continues_in_a_new_tria
     searcher.on_trial_complete("err", _result(4, 2.85, done=True))
     searcher.on_trial_result("slow", _result(1, 3.5))
     # the time budget: Tune ended "slow" (one epoch) and "never" (not started) without telling the searcher
-    told = {"ctrl": ("RUNNING", {}), "slow": ("TERMINATED", {"epoch": 1}), "never": ("TERMINATED", {})}
-    settle_study(settings, told, all_ended=False, time_budget_spent=False)  # an interruption: Tune resumes them
+    interrupted = {"ctrl": ("RUNNING", {}), "slow": ("PENDING", {"epoch": 1}), "never": ("PENDING", {})}
+    settle_study(settings, interrupted, all_ended=False)  # an interruption: Tune resumes them
     assert latest_by_tune_id(open_study(settings).trials)["slow"].state.name == "RUNNING"
     settle_study(settings, {"ctrl": ("RUNNING", {}), "err": ("TERMINATED", {"epoch": 4}),
                             "slow": ("TERMINATED", {"epoch": 1}), "never": ("TERMINATED", {}),
-                            "asha": ("TERMINATED", {"epoch": 2})}, all_ended=False, time_budget_spent=True)
+                            "asha": ("TERMINATED", {"epoch": 2})}, all_ended=False)
     study = open_study(settings)
     latest = latest_by_tune_id(study.trials)
     again = latest["err"]
@@ -276,3 +276,28 @@ def test_same_name_on_two_s3_prefixes_and_a_reused_name_get_their_own_studies(tm
                 trials = study.trials
             assert trials[0].user_attrs["role"] == "control" and trials[0].number == 0
             assert [t.user_attrs["tune_trial_id"] for t in trials] == [f"{settings.sweep_id}-{i}" for i in range(asks)]
+
+
+def test_an_ending_tune_did_not_forward_is_settled_by_the_rule(tmp_path):
+    """Without a time budget, a trial Tune ended but never told the searcher about (a trial rerun after an
+    error: Tune's concurrency limiter forwards no second ending) ends by the rule: finished at its last
+    epoch, stopped by ASHA before it; an ERROR one errored."""
+    from sweeper import endings
+    from sweeper.search import latest_by_tune_id, settle_study
+
+    settings = _settings(tmp_path)
+    searcher = StudySearcher(settings)
+    searcher.prepare()
+    for t in ("ctrl", "full", "short", "bad"):
+        searcher.suggest(t)
+    for e in range(1, EPOCHS + 1):
+        searcher.on_trial_result("full", _result(e, 3.0 - 0.1 * e))
+    searcher.on_trial_result("short", _result(1, 3.1))
+    searcher.on_trial_result("bad", _result(1, 3.2))
+    settle_study(settings, {"ctrl": ("RUNNING", {}), "full": ("TERMINATED", {"epoch": EPOCHS}),
+                            "short": ("TERMINATED", {"epoch": 1}), "bad": ("ERROR", {"epoch": 1})}, all_ended=False)
+    latest = latest_by_tune_id(open_study(settings).trials)
+    got = {t: (latest[t].user_attrs.get("ending"), latest[t].state.name) for t in latest}
+    assert got == {"ctrl": (None, "RUNNING"), "full": (endings.FINISHED, "COMPLETE"),
+                   "short": (endings.STOPPED_ASHA, "PRUNED"), "bad": (endings.ERROR, "FAIL")}
+    assert latest["full"].value == pytest.approx(3.0 - 0.1 * EPOCHS)

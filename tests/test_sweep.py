@@ -232,3 +232,23 @@ def test_an_errored_then_resumed_trial_and_a_time_budget_agree_in_study_and_tabl
         ending, state, trial = study[tid]
         assert ending == status, (tid, status, ending)
         assert state == endings.optuna_state(status, bool(trial.intermediate_values)).name
+
+
+def test_resume_if_exists_starts_again_in_place_when_no_tune_state_was_saved(ray_session, tmp_path, capsys):
+    """A batch job whose first driver died while starting (settings and journal written, no Tune
+    snapshot yet) runs again with ``--resume-if-exists``: the sweep starts afresh in the same folder,
+    its control first, the earlier journal kept beside under another name; run again, it resumes."""
+    exp = tmp_path / "runs" / "again"
+    exp.mkdir(parents=True)
+    (exp / "idensenet_sweep.json").write_text("{}")
+    (exp / "optuna.journal").write_text('{"op_code": 0}\n')
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    args = ["sweep", "--space", str(tmp_path / "space.yaml"), "--storage", str(tmp_path / "runs"), "--name",
+            "again", "--trials", "2", "--epochs", "1", "--resume-if-exists"]
+    assert main(args) == 0
+    assert "starts again in place" in capsys.readouterr().out
+    assert [p.read_text() for p in exp.glob("optuna.journal.unstarted-*")] == ['{"op_code": 0}\n']
+    study = _study(exp)
+    assert len(study.trials) == 2 and study.trials[0].user_attrs["role"] == "control"
+    assert main(args) == 0  # the same command again: a finished sweep, resumed, runs nothing
+    assert "resuming sweep" in capsys.readouterr().out and len(_study(exp).trials) == 2
