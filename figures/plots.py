@@ -1,4 +1,5 @@
-"""PNG figures (matplotlib, Agg backend): score per epoch, toy densities, image sample grids. Used by
+"""PNG figures (matplotlib, Agg backend): score per epoch, toy densities, image sample grids, a
+confirmation's scores over seeds. Used by
 ``sweeper`` (a sweep's plots, a full run's figure) and ``studies``; imports only ``model``."""
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def save_png(fig, path) -> None:
 
 
 def plot_scores(curves: dict[str, list[tuple[int, float]]], path, ylabel: str) -> None:
-    """One line of test score against epoch per trial."""
+    """One line of score against epoch per trial."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, pts in sorted(curves.items()):
@@ -50,6 +51,26 @@ def plot_scores(curves: dict[str, list[tuple[int, float]]], path, ylabel: str) -
     ax.grid(alpha=0.3)
     if any(curves.values()):  # a sweep read before its first epoch has no curve to name
         ax.legend(fontsize=7, loc="upper right")
+    save_png(fig, path)
+
+
+def plot_confirmation(runs, summary, path, ylabel: str) -> None:  # noqa: ANN001
+    """Per configuration (one row, best mean validation first): each seed's test score as a dot, the
+    mean and its 95 % interval as a bar."""
+    plt = pyplot()
+    arms = list(summary["arm"])
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 * len(arms) + 1.5))
+    for y, arm in enumerate(arms):
+        pts = runs[(runs["arm"] == arm) & runs["test"].notna()]
+        ax.plot(pts["test"], [y] * len(pts), "o", color="C0", alpha=0.6, ms=4)
+        row = summary[summary["arm"] == arm].iloc[0]
+        if "test_low" in row and math.isfinite(row.get("test_low", math.nan)):
+            ax.errorbar(row["test_mean"], y, xerr=[[row["test_mean"] - row["test_low"]], [row["test_high"] - row["test_mean"]]],
+                        fmt="s", color="C3", capsize=4, ms=5)
+    ax.set_yticks(range(len(arms)), [f"{a}\n{d}" for a, d in zip(arms, summary["describe"])], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{ylabel} at each run's best validation epoch (dots: seeds; square: mean, 95% CI)")
+    ax.grid(alpha=0.3, axis="x")
     save_png(fig, path)
 
 

@@ -9,9 +9,14 @@ Conventions shared by every loader built here:
   x = (p + u)/n with u ~ U[0, 1) per sub-pixel, for training **and** test batches (the authors' code).
   The density of the discrete data is then p(x)·n^-D, which is why bpd adds log2 n per dimension to
   the flow's -log p_X(x) / (D ln 2) with p_X from the change of variables (paper eq. 1).
-* Toy sets are drawn fresh at every step (FFJORD / Residual Flows toy training); the test set is a
-  fixed sample of 10,000 points whose seed does not depend on the training seed, so every trial of a
-  sweep is scored on the same points (paper Table 1 reports nats per 2-D sample).
+* Toy sets are drawn fresh at every step (FFJORD / Residual Flows toy training); the validation and
+  test sets are fixed samples of 10,000 points each, from two seeds of their own that do not depend
+  on the training seed, so every trial of a sweep is scored on the same points (paper Table 1 reports
+  nats per 2-D sample).
+* **Validation** (every decision of a search: ASHA, TPE, ``best``) never sees the test set. Toy sets
+  draw their own validation sample; image sets hold out a fixed part of the training set (a tenth,
+  at most :data:`VALIDATION_MAX` images, chosen by a permutation from :data:`VALIDATION_SEED` whatever
+  the training seed), which training then never sees. The test set is kept for the report.
 * ``batch_size`` and ``test_batch_size`` are **global**: with ``world_size`` processes each rank's
   loader yields ``batch_size // world_size`` items (the authors' 4 GPUs shared a batch of 64).
   Training batches are split with :class:`torch.utils.data.DistributedSampler`; test sets are split
@@ -33,7 +38,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, TensorDataset
 
 from .datasets import DATASETS, IMAGE_SETS, TOY_SETS, DatasetInfo, dataset_info
 from .errors import UserError
@@ -58,6 +63,7 @@ __all__ = [
     "ToyLoader",
     "Loaders",
     "make_loaders",
+    "validation_indices",
     "require_dataset",
     "set_epoch",
 ]
@@ -71,6 +77,11 @@ TOY_ENTROPY: dict[str, float] = {"circles": 3.269, "checkerboard": math.log(32.0
 DIGITS_N_TEST = 297  # the last 297 of scikit-learn's 1,797 digits are the test split (1,500 train)
 TOY_TEST_SIZE = 10_000
 TOY_TEST_SEED = 20210  # the toy test set's seed; independent of the training seed on purpose
+TOY_VAL_SEED = 20211  # the toy validation set's seed (its own sample, never the test points)
+#: validation images held out of an image set's training split: a tenth, at most this many (digits
+#: 1,500 → 1,350 + 150; CIFAR10 50,000 → 45,000 + 5,000; ImageNet32 1,281,167 → 1,271,167 + 10,000)
+VALIDATION_MAX = 10_000
+VALIDATION_SEED = 31337  # the held-out images' permutation; independent of every training seed
 _TRAIN_STREAM, _FLIP_STREAM = 1, 2  # SeedSequence tags keeping independent random streams apart
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -412,6 +423,14 @@ class ImageDataset(Dataset):
         return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)), int(self.labels[i])
 
 
+class EpochSubset(Subset):
+    """A fixed part of a data set that passes ``set_epoch`` on (the flips of the images it holds)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
 class _ShardSampler(Sampler[int]):
     """Indices rank, rank + world_size, ...: disjoint shards covering 0..n-1 exactly once, in order."""
 
@@ -478,6 +497,18 @@ class Loaders(NamedTuple):
     test: EpochDataLoader
     input_shape: tuple[int, ...]
     n_levels: int | None
+    val: EpochDataLoader | None = None
+
+
+def validation_indices(n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) of an image set's training split of ``n_train`` images:
+    the first min(⌊n/10⌋, :data:`VALIDATION_MAX`) of a permutation drawn from :data:`VALIDATION_SEED`
+    are held out; both index lists are sorted (memory-mapped sets are read in file order)."""
+    n_val = min(n_train // 10, VALIDATION_MAX)
+    if n_val < 1:
+        raise ValueError(f"{n_train} training images cannot spare a tenth for validation")
+    perm = np.random.default_rng(VALIDATION_SEED).permutation(n_train)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def _per_rank(batch_size: int, world_size: int, what: str) -> int:
@@ -544,8 +575,9 @@ def make_loaders(
     CIFAR10 training images are randomly flipped left-right. Training batches are shuffled by a
     ``DistributedSampler(num_replicas=world_size, rank=rank, seed=seed)`` (no process group needed) and
     drop the last incomplete batch; test loaders keep order and shard exactly. Toy sets give a
-    :class:`ToyLoader` for training and a fixed test set of ``toy_test_size`` points drawn from
-    ``toy_test_seed`` only.
+    :class:`ToyLoader` for training and fixed validation and test sets of ``toy_test_size`` points
+    each, drawn from ``TOY_VAL_SEED`` and ``toy_test_seed`` only. Image sets: the validation loader
+    reads the held-out images (:func:`validation_indices`), the training loader the rest.
     """
     key = name.lower()
     info = dataset_info(key)
@@ -557,22 +589,24 @@ def make_loaders(
     common: dict[str, Any] = dict(num_workers=num_workers, pin_memory=pin_memory)
 
     if key in TOY_SETS:
-        test_x = toy_sample(key, toy_test_size, np.random.default_rng(toy_test_seed))
-        test_ds = TensorDataset(test_x, torch.full((toy_test_size,), -1, dtype=torch.int64))
+        no_label = torch.full((toy_test_size,), -1, dtype=torch.int64)
+        test_ds = TensorDataset(toy_sample(key, toy_test_size, np.random.default_rng(toy_test_seed)), no_label)
+        val_ds = TensorDataset(toy_sample(key, toy_test_size, np.random.default_rng(TOY_VAL_SEED)), no_label)
         train: EpochDataLoader | ToyLoader = ToyLoader(key, train_bs, toy_batches_per_epoch, seed, rank, world_size)
     else:
         images, labels = _image_arrays(key, root, True, download, verify)
-        train_ds = ImageDataset(images, labels, flip=(key == "cifar10"), seed=seed)
+        keep, held_out = validation_indices(len(labels))
+        val_ds = EpochSubset(ImageDataset(images, labels), held_out)
+        train_ds = EpochSubset(ImageDataset(images, labels, flip=(key == "cifar10"), seed=seed), keep)
         sampler = DistributedSampler(
             train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False
         )
         train = EpochDataLoader(train_ds, batch_size=train_bs, sampler=sampler, drop_last=True, **common)
         images, labels = _image_arrays(key, root, False, download, verify)
         test_ds = ImageDataset(images, labels)
-    test = EpochDataLoader(
-        test_ds, batch_size=test_bs, sampler=_ShardSampler(len(test_ds), rank, world_size), **common
-    )
-    return Loaders(train, test, input_shape, n_levels)
+    test, val = (EpochDataLoader(ds, batch_size=test_bs, sampler=_ShardSampler(len(ds), rank, world_size), **common)
+                 for ds in (test_ds, val_ds))
+    return Loaders(train, test, input_shape, n_levels, val)
 
 
 def set_epoch(loaders: Loaders | Sequence[Any], epoch: int) -> None:

@@ -200,14 +200,17 @@ def evaluate(
     device: torch.device,
     sn_iters: int | None,
     max_items: int | None = None,
+    refresh_lipschitz: bool = True,
 ) -> tuple[float, int]:
     """(mean score, number of items) over every worker's shard of the test set (sums all-reduced).
 
     First ``update_lipschitz(sn_iters)`` (a count, or tolerance mode for None), then eval mode, where
     each block uses the evaluation estimator (20 exact terms plus roulette; exact for 2-D data).
-    ``batches`` yields ``(batch, label)``; ``max_items`` caps this worker's share.
+    ``batches`` yields ``(batch, label)``; ``max_items`` caps this worker's share;
+    ``refresh_lipschitz=False`` skips the update (a second set scored with the same weights).
     """
-    model.update_lipschitz(sn_iters)
+    if refresh_lipschitz:
+        model.update_lipschitz(sn_iters)
     was_training = model.training
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0

@@ -23,6 +23,7 @@ from model.errors import UserError
 from .budgets import BUDGETS, DEFAULT_TOLERANCE, REFERENCE_CONFIGS, make_budget
 from .count import count_parameters
 from .dimensions import show
+from .schedule import early_rung_warnings
 from .solver import BudgetError, nearest_width, width_value
 from .space import load_space, shipped_spaces
 
@@ -56,6 +57,8 @@ def cmd_space_show(args: argparse.Namespace) -> int:
     print(space.describe())
     print()
     print(_format_table(space.table()))
+    for line in early_rung_warnings(space):
+        print(f"warning: {line}")
     return 0
 
 

@@ -26,7 +26,7 @@ PASSTHROUGH = {
     "scaling": ("studies.scaling", "budget-matched sweeps at several budgets: best score against parameters per family"),
     "eta": ("studies.eta", "heatmaps of the learned concatenation weights of a checkpoint (paper Fig. 10)"),
 }
-DEMO = dict(space="demo-moons", trials=6)
+DEMO = dict(space="demo-moons", trials=6, confirm_top=1, confirm_seeds=3)
 
 
 class Parser(argparse.ArgumentParser):
@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run these configurations first: a best.yaml, or a YAML list of {label, model, train}")
     p.add_argument("--time-budget", dest="time_budget_s", type=POSITIVE_FLOAT, default=None, metavar="SECONDS",
                    help="stop the sweep after this many seconds")
+    p.add_argument("--confirm-seeds", type=NONNEGATIVE, default=0, metavar="S",
+                   help="after the sweep, retrain the --confirm-top configurations and the reference Residual "
+                        "Flow with S seeds each and state the verdict with its interval (default 0: no; the demo: 3)")
+    p.add_argument("--confirm-top", type=POSITIVE, default=1, metavar="K",
+                   help="how many of the best searched configurations --confirm-seeds retrains (default 1)")
     p.add_argument("--max-failures", dest="worker_max_failures", type=NONNEGATIVE, default=1, metavar="N",
                    help="Train: worker-group restarts per trial, from the latest checkpoint (default 1)")
     p.add_argument("--trial-retries", dest="trial_max_failures", type=NONNEGATIVE, default=1, metavar="N",
@@ -133,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--top", type=POSITIVE, default=1)
     b.add_argument("--out", default="best.yaml")
     b.add_argument("--storage", default="ray_results")
+    c = sub.add_parser("confirm", help="retrain the best configurations and the reference Residual Flow with seeds: "
+                                       "the verdict with its 95%% interval")
+    c.set_defaults(func=cmd_confirm)
+    c.add_argument("experiment", metavar="NAME_OR_PATH")
+    c.add_argument("--top", type=POSITIVE, default=1, help="the K best searched configurations on validation (default 1)")
+    c.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per configuration, at least 2 (default 3)")
+    c.add_argument("--storage", default="ray_results")
+    c.add_argument("--max-concurrent", type=POSITIVE, default=None, help="runs at once (default: as the sweep ran)")
+    c.add_argument("--address", default=None, help="Ray cluster address (default RAY_ADDRESS, else a local instance)")
+    c.add_argument("--verbose", action="store_true", help="show Ray's worker logs")
     t = sub.add_parser("train", help="train one config (from best.yaml) as a resumable full run")
     t.set_defaults(func=cmd_train)
     t.add_argument("--config", required=True, help="a best.yaml (or a {model:, train:} YAML)")
@@ -167,7 +182,23 @@ def cmd_sweep(args: argparse.Namespace | None) -> int:
     else:
         opts = options(SweepOptions, args, space=args.space or DEMO["space"], train_overrides=dict(args.train),
                        trials=DEMO["trials"] if args.trials is None else args.trials)
-    return summarise_sweep(run_sweep(opts))
+    outcome = run_sweep(opts)
+    code = summarise_sweep(outcome)
+    if opts.confirm_seeds and code == 0:
+        from .confirm import ConfirmOptions, run_confirmation
+
+        print(flush=True)
+        return run_confirmation(ConfirmOptions(experiment=outcome.experiment, storage=opts.storage,
+                                               top=opts.confirm_top, seeds=opts.confirm_seeds,
+                                               max_concurrent=opts.max_concurrent, address=opts.address,
+                                               verbose=opts.verbose))
+    return code
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from .confirm import ConfirmOptions, run_confirmation
+
+    return run_confirmation(options(ConfirmOptions, args))
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -177,8 +208,9 @@ def cmd_best(args: argparse.Namespace) -> int:
     for e in doc["configs"]:
         m = e["run"]["model"]
         arch = f"depth {m['depth']} growth {m['growth']}" if m["family"] == "idensenet" else "Residual Flow"
-        print(f"#{e['rank']} trial {e['trial_id']} ({e['role']}): {e['metric']} {e['score']:.4f} "
-              f"(epoch {e['best_epoch']}), {arch} {m['activation']}, {e['param_count']:,} parameters")
+        print(f"#{e['rank']} trial {e['trial_id']} ({e['role']}): validation {e['val_score']:.4f}, test "
+              f"{e['test_score']:.4f} {e['unit']} (epoch {e['best_epoch']}), {arch} {m['activation']}, "
+              f"{e['param_count']:,} parameters")
     print(f"wrote {args.out}")
     return 0
 

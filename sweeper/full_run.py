@@ -25,6 +25,7 @@ from model.errors import UserError
 from model.run_config import RunConfig
 
 from .checkpoint import load_model
+from .metrics import BEST_VAL, TEST, VAL
 from .placement import plan
 from .results import load_best_entry
 from .settings import command_line_train, score_label
@@ -104,8 +105,8 @@ def run_full(opts: TrainOptions) -> int:
     figure = write_figure(folder.sibling_path(result.checkpoint.path), folder)
     last = (summary.get("history") or [{}])[-1]
     metric = score_label(run.model.is_toy)
-    print(f"final {metric}: {last.get('test_score', float('nan')):.4f} at epoch {last.get('epoch')} "
-          f"(best {summary.get('best_test_score') or float('nan'):.4f})")
+    print(f"final {metric}: {last.get(TEST, float('nan')):.4f} at epoch {last.get('epoch')}; validation "
+          f"{last.get(VAL, float('nan')):.4f} (best {summary.get(BEST_VAL) or float('nan'):.4f})")
     print(f"checkpoint: {result.checkpoint.path}\nfigure: {figure}\nwall time {time.time() - t0:.1f} s", flush=True)
     return 0
 
@@ -117,7 +118,7 @@ def write_figure(checkpoint: Location, out: Location) -> str:
     data = state["run"]["train"]["data"]
     buf = io.BytesIO()
     if model.config.is_toy:
-        name, score = "density.png", state["history"][-1]["test_score"]
+        name, score = "density.png", state["history"][-1][TEST]
         plot_toy_densities([(f"epoch {state['epoch']}, NLL {score:.3f}", model)], buf, data, n=100)
     else:
         name = "samples.png"

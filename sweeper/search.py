@@ -4,6 +4,12 @@
   configs within the budget; the sweep's forced train values (``--epochs``, ``--train ...``) are
   applied here, so Tune's trial config is exactly what runs. The fixed trials (baselines, then
   enqueued configurations) are enqueued before the first ask, so they are the first trials.
+* **Two studies in one journal.** The sampler learns from the *searched* study only: searched trials
+  and enqueued configurations (which carry the parameters they pin). Baselines (the control arm)
+  draw no parameter; in the sampler's study such a trial would empty the joint search space TPE
+  infers (the intersection of every finished trial's parameters) and, as the best trial, take the one
+  "good" slot of TPE's split for n ≤ 10 while adding nothing to its model. They live in a study of
+  their own, ``<name>/baselines``, asked before the searched study, and are told and ended alike.
 * **Every epoch** reaches the Optuna trial as an intermediate value keyed by the epoch, including
   the report on which ASHA stops a trial (Tune passes that one only to ``on_trial_complete``) and
   epochs a resumed trial reports again; an epoch reported again with another value (a resumed run
@@ -14,7 +20,10 @@
   telling the searcher (the time budget) are ended by :func:`settle_study` after the sweep. A trial
   that errored and runs again after ``--resume`` continues in a new Optuna trial.
 * **Sampler**: TPE, seeded, with a constant liar (running trials count as bad, so concurrent trials
-  do not repeat each other) and a short random start.
+  do not repeat each other), multivariate with ``group=True`` (the spaces are conditional on
+  ``family``: depth, growth and η exist for i-DenseNets only, so each group of parameters that occur
+  together gets a joint model), and a random start of ``n_startup_trials`` counted as TPE counts:
+  finished trials of the sampler's study, enqueued configurations included.
 
 **Where the study lives.** The journal file in the experiment's own folder (``optuna.journal``) is
 the record. For remote storage the one driver that holds the experiment's lease (:mod:`sweeper.lease`)
@@ -36,6 +45,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,10 +58,12 @@ from ray.tune.search import Searcher
 from search_spaces.suggest import fixed_attrs, suggest
 
 from . import endings
+from .metrics import VAL
 from .settings import SweepSettings, load_space_of
 from .storage import atomic_write_file, locate
 
-METRIC, MODE = "test_score", "min"
+METRIC, MODE = VAL, "min"  # every decision reads the validation score
+BASELINE_ROLES = ("control", "baseline")  # fixed trials that draw no parameter: the baseline study's
 UPLOAD_EVERY_S = 30.0  # intermediate values are uploaded at most this often (tells and asks at once)
 STUDIES_HOME = os.path.join("~", ".idensenet", "studies")
 
@@ -98,10 +110,21 @@ def _refresh_working_copy(settings: SweepSettings) -> None:
     atomic_write_file(path, lambda f: f.write(theirs))
 
 
-def _sampler(settings: SweepSettings):
+def make_sampler(settings: SweepSettings):
+    """The sweep's sampler (module docstring; ``random``: the benchmark's control arm)."""
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=settings.seed)
-    return optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True, n_startup_trials=settings.n_startup_trials)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")  # group=True
+    return optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True, n_startup_trials=settings.n_startup_trials,
+                                      multivariate=True, group=True)
+
+
+def baseline_study_name(settings: SweepSettings) -> str:
+    return f"{settings.name}/baselines"
+
+
+def is_baseline(frozen) -> bool:  # noqa: ANN001
+    return frozen.user_attrs.get("role") in BASELINE_ROLES
 
 
 def writer_storage(settings: SweepSettings) -> JournalStorage:
@@ -113,17 +136,35 @@ def writer_storage(settings: SweepSettings) -> JournalStorage:
 
 
 def open_study(settings: SweepSettings, storage: JournalStorage | None = None):
-    """The sweep's Optuna study for its driver, created when absent (``storage``: its
-    :func:`writer_storage`, when already open)."""
+    """The sweep's searched study (the sampler's) for its driver, created when absent (``storage``:
+    its :func:`writer_storage`, when already open)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=storage or writer_storage(settings), sampler=_sampler(settings),
+    return optuna.create_study(storage=storage or writer_storage(settings), sampler=make_sampler(settings),
                                study_name=settings.name, direction="minimize", load_if_exists=True)
+
+
+def open_baseline_study(settings: SweepSettings, storage: JournalStorage):
+    """The sweep's baseline study (module docstring) in the same journal, created when absent."""
+    return optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=settings.seed),
+                               study_name=baseline_study_name(settings), direction="minimize", load_if_exists=True)
+
+
+def study_of(frozen, searched, baselines):  # noqa: ANN001
+    """The study (searched or baselines) an Optuna trial belongs to."""
+    return baselines if is_baseline(frozen) else searched
 
 
 @contextlib.contextmanager
 def study_snapshot(settings: SweepSettings) -> Iterator[optuna.Study]:
-    """The study as its record holds it now, read from a private temporary copy: nothing a reader does
-    reaches the experiment's journal or the driver's working copy."""
+    """The searched study as its record holds it now, read from a private temporary copy: nothing a
+    reader does reaches the experiment's journal or the driver's working copy."""
+    with record_snapshot(settings) as (searched, _):
+        yield searched
+
+
+@contextlib.contextmanager
+def record_snapshot(settings: SweepSettings) -> Iterator[tuple[optuna.Study, optuna.Study]]:
+    """(searched study, baseline study) of :func:`study_snapshot`'s private copy."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     record = locate(settings.journal)
     try:
@@ -135,8 +176,9 @@ def study_snapshot(settings: SweepSettings) -> Iterator[optuna.Study]:
         with open(path, "wb") as f:
             f.write(data)
         storage = JournalStorage(JournalFileBackend(path))
-        yield optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(), study_name=settings.name,
-                                  direction="minimize", load_if_exists=True)
+        yield (optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(), study_name=settings.name,
+                                   direction="minimize", load_if_exists=True),
+               open_baseline_study(settings, storage))
 
 
 def latest_by_tune_id(trials) -> dict[str, Any]:  # noqa: ANN001
@@ -150,8 +192,8 @@ def latest_by_tune_id(trials) -> dict[str, Any]:  # noqa: ANN001
 
 def recorded_endings(settings: SweepSettings) -> dict[str, tuple[str, int]]:
     """Tune trial id -> (ending, epochs run) as the study recorded them (trials it has ended only)."""
-    with study_snapshot(settings) as study:
-        latest = latest_by_tune_id(study.get_trials(deepcopy=False))
+    with record_snapshot(settings) as (searched, baselines):
+        latest = latest_by_tune_id(searched.get_trials(deepcopy=False) + baselines.get_trials(deepcopy=False))
     return {tid: (t.user_attrs["ending"], int(t.user_attrs.get("epochs_run", 0))) for tid, t in latest.items()
             if t.state.is_finished() and t.user_attrs.get("ending")}
 
@@ -183,10 +225,10 @@ class StudySearcher(Searcher):
         self._reset()
 
     def _reset(self) -> None:
-        self._storage, self._study, self._space, self._uploaded = None, None, None, 0.0
+        self._storage, self._study, self._baselines, self._space, self._uploaded = None, None, None, None, 0.0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_storage": None, "_study": None, "_space": None, "_uploaded": 0.0}
+        return {**self.__dict__, "_storage": None, "_study": None, "_baselines": None, "_space": None, "_uploaded": 0.0}
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:  # noqa: ANN001
         return True  # metric and mode are fixed; the space is the searcher's own
@@ -194,10 +236,21 @@ class StudySearcher(Searcher):
     # ------------------------------------------------------------------ the study
     @property
     def study(self):
+        """The searched study (the sampler's)."""
         if self._study is None:
             self._storage = writer_storage(self.settings)
             self._study = open_study(self.settings, self._storage)
+            self._baselines = open_baseline_study(self.settings, self._storage)
         return self._study
+
+    @property
+    def baselines(self):
+        """The baseline study (the control arm and other parameterless fixed trials)."""
+        self.study  # opens both studies
+        return self._baselines
+
+    def _study_of(self, frozen):  # noqa: ANN001
+        return study_of(frozen, self.study, self.baselines)
 
     def _sync(self, force: bool) -> None:
         if force or time.monotonic() - self._uploaded > UPLOAD_EVERY_S:
@@ -207,20 +260,22 @@ class StudySearcher(Searcher):
     def prepare(self) -> None:
         """A new sweep: create the study and enqueue the fixed trials (baselines first)."""
         study = self.study
-        if not study.trials:
+        if not study.trials and not self.baselines.trials:
             for fixed in self.settings.fixed_trials():
-                study.enqueue_trial(dict(fixed.params), user_attrs=fixed_attrs(fixed), skip_if_exists=False)
+                into = self.baselines if fixed.role in BASELINE_ROLES else study
+                into.enqueue_trial(dict(fixed.params), user_attrs=fixed_attrs(fixed), skip_if_exists=False)
         self._sync(force=True)
 
     def _trial(self, trial_id: str):
         """The newest (frozen) Optuna trial of a Tune trial, or None."""
-        return latest_by_tune_id(self.study.get_trials(deepcopy=False)).get(trial_id)
+        return latest_by_tune_id(self.study.get_trials(deepcopy=False)
+                                 + self.baselines.get_trials(deepcopy=False)).get(trial_id)
 
     def _continue_errored(self, frozen):  # noqa: ANN001
         """A trial that errored (FAIL) and runs again after ``--resume``: a new RUNNING Optuna trial with
         its parameters and attributes, ``resumed_from`` naming the FAIL one."""
         attrs = {k: v for k, v in frozen.user_attrs.items() if k not in ("ending", "epochs_run", "diverged")}
-        self.study.add_trial(optuna.trial.create_trial(
+        self._study_of(frozen).add_trial(optuna.trial.create_trial(
             state=TrialState.RUNNING, params=frozen.params, distributions=frozen.distributions,
             user_attrs={**attrs, "resumed_from": frozen.number}))
         return self._trial(frozen.user_attrs["tune_trial_id"])
@@ -238,7 +293,7 @@ class StudySearcher(Searcher):
             return
         epoch, value = int(epoch), float(value)
         if epoch not in frozen.intermediate_values:
-            optuna.trial.Trial(self.study, frozen._trial_id).report(value, epoch)
+            optuna.trial.Trial(self._study_of(frozen), frozen._trial_id).report(value, epoch)
         elif frozen.intermediate_values[epoch] != value:  # retrained after a resume: the newest report counts
             self._storage.set_trial_intermediate_value(frozen._trial_id, epoch, value)
 
@@ -246,7 +301,10 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict | None:
         if self._space is None:
             self._space = load_space_of(self.settings)
-        trial = self.study.ask()
+        study = self.study
+        if self.baselines.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study = self.baselines  # the fixed baselines run first
+        trial = study.ask()
         trial.set_user_attr("tune_trial_id", trial_id)
         proposal = suggest(self._space, trial)
         run = proposal.run.with_train(**self.settings.train_overrides)
@@ -270,7 +328,7 @@ class StudySearcher(Searcher):
         ending = endings.classify(epochs_run=epoch, epochs=self.settings.epochs,
                                   diverged=bool((result or {}).get("diverged")), errored=error,
                                   stopped_by=endings.SCHEDULER)
-        end_trial(self.study, frozen, ending, epoch)
+        end_trial(self._study_of(frozen), frozen, ending, epoch)
         self._sync(force=True)
 
     def save(self, checkpoint_path: str) -> None:
@@ -298,9 +356,12 @@ def settle_study(settings: SweepSettings, tune_trials: dict[str, tuple[str, dict
     the time budget when the sweep has one, else by ASHA). Once every Tune trial has ended, a proposal
     that belongs to none (asked just before an interruption whose snapshot predates it) ends FAIL as
     ``not run``."""
-    study = open_study(settings)
+    storage = writer_storage(settings)
+    searched, baselines = open_study(settings, storage), open_baseline_study(settings, storage)
     changed = False
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for frozen in [*searched.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+                   *baselines.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]:
+        study = study_of(frozen, searched, baselines)
         known = tune_trials.get(frozen.user_attrs.get("tune_trial_id", ""))
         if known is None:
             if all_ended:

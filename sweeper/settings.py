@@ -28,9 +28,9 @@ JOURNAL_FILE = "optuna.journal"
 TRAIN_RUNS_DIR = "train_runs"  # the Train runs of a sweep's trials, inside its experiment folder
 
 
-def score_label(is_toy: bool) -> str:
-    """The axis label of a test score: NLL in nats for toy 2-D data, bits per dimension for images."""
-    return "test NLL (nats)" if is_toy else "test bits/dim"
+def score_label(is_toy: bool, split: str = "test") -> str:
+    """The axis label of a score on ``split``: NLL in nats for toy 2-D data, bits per dimension for images."""
+    return f"{split} NLL (nats)" if is_toy else f"{split} bits/dim"
 
 
 @dataclass(frozen=True)

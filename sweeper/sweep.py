@@ -10,9 +10,11 @@ without telling the searcher (:func:`sweeper.search.settle_study`).
 
 ASHA (``time_attr="epoch"``: Tune's own iteration count restarts after a restore) keeps about 1/η of
 the trials at each rung g, g·η, g·η², … below the last epoch R; N trials then cost about
-N·g·(1 + (1 − 1/η)·log_η(R/g)) trial-epochs instead of N·R. Baselines are never stopped (their
-scores still enter the rungs, as the mark the others are held to), and a restored scheduler first
-refills its rungs with every epoch the experiment had recorded (Tune saves no scheduler state).
+N·g·(1 + (1 − 1/η)·log_η(R/g)) trial-epochs instead of N·R, judging each trial by its validation
+score among the **searched** trials only: baselines (the control arm) are never stopped and never
+enter a rung, so a good control cannot turn "keep the best 1/η" into "stop whatever is worse than the
+control". A restored scheduler first refills its rungs with every epoch the experiment had recorded
+for its searched trials (Tune saves no scheduler state).
 """
 
 from __future__ import annotations
@@ -32,19 +34,19 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from model.data import require_dataset
 from model.errors import UserError
+from search_spaces.schedule import DEFAULT_REDUCTION, default_grace
 from search_spaces.space import fixed_trials_from_file
 
 from .lease import HEARTBEAT_S, STALE_AFTER_S, acquire
+from .metrics import BEST_VAL, TEST, VAL
 from .placement import connect_ray, plan
 from .results import recorded_scores, tune_trials
-from .search import METRIC, MODE, StudySearcher, earlier_copies, settle_study
+from .search import BASELINE_ROLES, METRIC, MODE, StudySearcher, earlier_copies, settle_study
 from .settings import JOURNAL_FILE, SETTINGS_FILE, SweepSettings, command_line_train, load_space_text, space_text
 from .storage import Location, check_writable, experiment_location, locate, storage_errors
 from .trial import cause_line, make_trainable
 
-BASELINE_ROLES = ("control", "baseline")
 LEASE_WAIT_S = STALE_AFTER_S + 2 * HEARTBEAT_S  # --resume-if-exists: a predecessor's lease going stale
-DEFAULT_REDUCTION = 3.0
 
 
 @dataclass
@@ -82,6 +84,8 @@ class SweepOptions:
     inject_error_trials: list[int] = field(default_factory=list)
     inject_error_while: str | None = None
     verbose: bool = False
+    confirm_top: int = 1  # after the sweep: confirm the top K ... (sweeper.confirm)
+    confirm_seeds: int = 0  # ... with S seeds each (0: no confirmation)
 
 
 @dataclass
@@ -104,9 +108,11 @@ def forced_train(opts: SweepOptions, is_toy: bool) -> dict[str, Any]:
     return {**out, **command_line_train(opts.epochs, opts.batch_size, opts.data_root, opts.train_overrides)}
 
 
-def default_grace(epochs: int, reduction: float) -> int:
-    """About three rungs below the last epoch: g = ⌈R/η²⌉ (R = 10, η = 3: rungs at 2 and 6)."""
-    return max(1, min(epochs, math.ceil(epochs / reduction**2)))
+def startup_trials(searched: int, enqueued: int) -> int:
+    """TPE's ``n_startup_trials`` as TPE counts it (finished trials of its study, enqueued
+    configurations included): the enqueued ones, then a random start of a third of the searched
+    trials, at least 2 and at most 10."""
+    return enqueued + max(2, min(10, searched // 3))
 
 
 def build_settings(opts: SweepOptions, exp: Location) -> SweepSettings:
@@ -137,7 +143,8 @@ def build_settings(opts: SweepOptions, exp: Location) -> SweepSettings:
         name=exp.name, sweep_id=uuid.uuid4().hex[:12], experiment=exp.uri, space_name=space.name, space_yaml=text, data=train.data,
         is_toy=is_toy, epochs=train.epochs, trials=opts.trials, seed=opts.seed, sampler=opts.sampler, grace_period=min(grace, train.epochs),
         reduction_factor=reduction, train_overrides=forced, fixed=[f.to_dict() for f in fixed],
-        n_startup_trials=max(2, min(10, searched // 3)), cpu_if_no_cuda=opts.cpu_if_no_cuda,
+        n_startup_trials=startup_trials(searched, sum(f.role not in BASELINE_ROLES for f in fixed)),
+        cpu_if_no_cuda=opts.cpu_if_no_cuda,
         worker_max_failures=opts.worker_max_failures, trial_max_failures=opts.trial_max_failures,
         time_budget_s=opts.time_budget_s, inject_nan_trials=list(opts.inject_nan_trials),
         inject_error_trials=list(opts.inject_error_trials),
@@ -232,7 +239,8 @@ def _created(opts: SweepOptions, exp: Location):
 
 
 class ControlASHA(ASHAScheduler):
-    """ASHA that never stops a baseline and refills its rungs after a restore (module docstring)."""
+    """ASHA over the searched trials: baselines neither stop nor enter a rung; rungs are refilled
+    after a restore (module docstring)."""
 
     def __init__(self, experiment: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -253,20 +261,33 @@ class ControlASHA(ASHAScheduler):
                         bracket.on_result(stub, epoch, self._metric_op * score)
 
     def on_trial_add(self, tune_controller, trial) -> None:  # noqa: ANN001
-        super().on_trial_add(tune_controller, trial)
+        if not is_baseline_trial(trial):
+            super().on_trial_add(tune_controller, trial)
         if not self._seeded:
             self._seeded = True
             self.seed_rungs(recorded_scores(self._experiment))
 
     def on_trial_result(self, tune_controller, trial, result) -> str:  # noqa: ANN001
-        decision = super().on_trial_result(tune_controller, trial, result)
-        if (trial.config.get("trial") or {}).get("role") in BASELINE_ROLES:
+        if is_baseline_trial(trial):
             return TrialScheduler.CONTINUE
-        return decision
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result) -> None:  # noqa: ANN001
+        if not is_baseline_trial(trial):
+            super().on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:  # noqa: ANN001
+        if not is_baseline_trial(trial):
+            super().on_trial_remove(tune_controller, trial)
+
+
+def is_baseline_trial(trial) -> bool:  # noqa: ANN001
+    """A Tune trial of a baseline (the control arm): it runs to its last epoch, outside ASHA's rungs."""
+    return (trial.config.get("trial") or {}).get("role") in BASELINE_ROLES
 
 
 class ProgressPrinter(Callback):
-    """One line per trial event: ``[  12.3s] <id> epoch 3/10  test NLL 2.91 (best 2.90)  train 2.95  4.1 s``."""
+    """One line per trial event: ``[  12.3s] <id> epoch 3/10  val 2.93 (best 2.92)  test NLL 2.91  train 2.95  4.1 s``."""
 
     def __init__(self, epochs: int, label: str) -> None:
         self.epochs, self.label, self._t0 = epochs, label, time.time()
@@ -283,8 +304,9 @@ class ProgressPrinter(Callback):
         if result.get("diverged"):
             self._say(f"{trial.trial_id} epoch {result['epoch']}/{self.epochs}  DIVERGED (non-finite loss)")
             return
-        self._say(f"{trial.trial_id} epoch {result['epoch']}/{self.epochs}  {self.label} {result['test_score']:.4f} "
-                  f"(best {result.get('best_test_score', math.nan):.4f})  train {result.get('train_loss', math.nan):.4f}"
+        self._say(f"{trial.trial_id} epoch {result['epoch']}/{self.epochs}  val {result[VAL]:.4f} "
+                  f"(best {result.get(BEST_VAL, math.nan):.4f})  {self.label} {result[TEST]:.4f}"
+                  f"  train {result.get('train_loss', math.nan):.4f}"
                   f"  {result.get('epoch_seconds', 0.0):.1f} s")
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
@@ -292,8 +314,8 @@ class ProgressPrinter(Callback):
         epoch = int(last.get("epoch", 0))
         status = ("diverged" if last.get("diverged") else
                   "finished" if epoch >= self.epochs else f"stopped by ASHA after {epoch} epoch(s)")
-        best = last.get("best_test_score")
-        self._say(f"{trial.trial_id} {status}" + (f", best {best:.4f}" if best is not None else ""))
+        best = last.get(BEST_VAL)
+        self._say(f"{trial.trial_id} {status}" + (f", best val {best:.4f}" if best is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
         text = ""

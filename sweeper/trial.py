@@ -22,6 +22,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from .metrics import VAL
 from .placement import TrialShape
 from .settings import TRAIN_RUNS_DIR, SweepSettings
 from .run_reader import checkpointed_history
@@ -38,7 +39,7 @@ def train_run(experiment: str | Location, trial_id: str) -> Location:
 def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Location, callbacks: list | None = None,
                        max_failures: int = 1, controller_failure_limit: int = -1, num_to_keep: int = 2):
     """A TorchTrainer for one run at ``run`` (gloo on CPU, NCCL with GPUs) that keeps the
-    ``num_to_keep`` best checkpoints by test score and always the latest (for resuming)."""
+    ``num_to_keep`` best checkpoints by validation score and always the latest (for resuming)."""
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -47,7 +48,7 @@ def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Loca
         run_config=ray.train.RunConfig(
             name=run.name, storage_path=run.parent_uri, callbacks=callbacks or [],
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=num_to_keep, checkpoint_score_attribute="test_score", checkpoint_score_order="min"),
+                num_to_keep=num_to_keep, checkpoint_score_attribute=VAL, checkpoint_score_order="min"),
             failure_config=ray.train.FailureConfig(max_failures=max_failures,
                                                    controller_failure_limit=controller_failure_limit),
         ),

@@ -13,8 +13,9 @@ What it adds to the step: Ray's context (rank, world size, device), resuming fro
 DDP averages gradients over the workers, so W workers with B/W each follow the update of one
 process with batch B; every rank draws the same Russian-roulette lengths (one generator seeded
 alike everywhere: the authors' one draw per minibatch and block), and each rank its own probes and
-dequantisation noise. Each epoch's report: the test score with the EMA weights (summed over every
-worker's shard), and ``param_crc``, a checksum of this rank's parameters.
+dequantisation noise. Each epoch's report (keys in :mod:`sweeper.metrics`): the validation and the
+test score with the EMA weights (each summed over every worker's shard), and ``param_crc``, a
+checksum of this rank's parameters.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from model.run_config import RunConfig
 from model.train_step import TrainStep, all_reduce_sum, distributed, evaluate, model_input
 
 from .checkpoint import capture_rng, load_rng, load_state, restore_rng, save_checkpoint
+from .metrics import BEST_VAL, TEST, VAL
 
 
 def choose_device(request: str, cpu_if_no_cuda: bool = False) -> torch.device:
@@ -90,7 +92,7 @@ def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Ray Train entry point; returns rank 0's summary ``{status, epochs, best_test_score, history}``."""
+    """Ray Train entry point; returns rank 0's summary ``{status, epochs, best_val_score, history}``."""
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     run = RunConfig.from_dict(config["run"])
@@ -131,7 +133,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     step.forward = _wrap_ddp(model, device)
     writer = SummaryWriter(config["tensorboard_dir"]) if rank == 0 and config.get("tensorboard_dir") else None
     test_cap = -(-t.test_size // world) if (t.test_size and not m.is_toy) else None
-    best = min((h["test_score"] for h in history), default=math.inf)
+    best = min((h[VAL] for h in history), default=math.inf)
 
     for epoch in range(start_epoch, t.epochs):
         t0 = time.perf_counter()
@@ -160,21 +162,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         }
         if finite:
             with step.ema.swapped_in():
-                score, n_test = evaluate(model, loaders.test, device, t.eval_sn_iters, test_cap)
-            finite = math.isfinite(score)
-        if not finite:  # the trial ends here; the score is NaN, never a stand-in number
-            metrics.update({"test_score": math.nan, metric_name: math.nan, "best_test_score": best,
+                val, n_val = evaluate(model, loaders.val, device, t.eval_sn_iters, test_cap)
+                score, n_test = evaluate(model, loaders.test, device, t.eval_sn_iters, test_cap, refresh_lipschitz=False)
+            finite = math.isfinite(val) and math.isfinite(score)
+        if not finite:  # the trial ends here; the scores are NaN, never a stand-in number
+            metrics.update({VAL: math.nan, TEST: math.nan, metric_name: math.nan, BEST_VAL: best,
                             "diverged": True, "test_examples": 0, "epoch_seconds": time.perf_counter() - t0})
             history.append(metrics)
             ray.train.report(metrics)
             break
-        best = min(best, score)
-        metrics.update({"test_score": score, metric_name: score, "best_test_score": best, "diverged": False,
-                        "test_examples": n_test, "epoch_seconds": time.perf_counter() - t0,
+        best = min(best, val)
+        metrics.update({VAL: val, TEST: score, metric_name: score, BEST_VAL: best, "diverged": False,
+                        "val_examples": n_val, "test_examples": n_test, "epoch_seconds": time.perf_counter() - t0,
                         "param_crc": param_crc(model)})
         history.append(metrics)
         if writer is not None:
-            for k in ("test_score", "train_loss", "best_test_score", "lr", "grad_norm"):
+            for k in (VAL, TEST, "train_loss", BEST_VAL, "lr", "grad_norm"):
                 writer.add_scalar(k, metrics[k], epoch + 1)
             writer.flush()
         _report_with_checkpoint(rank, device, roulette, metrics, {
@@ -187,7 +190,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     status = "diverged" if history and history[-1].get("diverged") else "finished"
     return {"status": status, "epochs": history[-1]["epoch"] if history else 0,
-            "best_test_score": best if math.isfinite(best) else None, "history": history}
+            BEST_VAL: best if math.isfinite(best) else None, "history": history}
 
 
 def _report_with_checkpoint(rank: int, device: torch.device, roulette: torch.Generator,

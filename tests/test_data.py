@@ -98,10 +98,12 @@ def test_toy_loaders() -> None:
     loaders.train.set_epoch(0)
     assert all(torch.equal(a, b) for a, (b, _) in zip(epoch0, loaders.train))  # replayable
     test = torch.cat([x for x, _ in loaders.test])
-    assert test.shape == (10_000, 2)
-    # the test set depends on the test seed only, not on the training seed
+    val = torch.cat([x for x, _ in loaders.val])
+    assert test.shape == val.shape == (10_000, 2)
+    # the test and validation sets depend on their own seeds only, not on the training seed
     other = D.make_loaders("moons", None, 500, 10_000, seed=99)
     assert torch.equal(test, torch.cat([x for x, _ in other.test]))
+    assert torch.equal(val, torch.cat([x for x, _ in other.val]))
     assert not torch.equal(test[:500], epoch0[0])
 
 
@@ -140,13 +142,15 @@ def test_digits_loaders_and_sharding() -> None:
     lo = D.make_loaders("digits", None, 64, 100, seed=1)
     x, y = next(iter(lo.train))
     assert x.shape == (64, 1, 8, 8) and x.dtype == torch.uint8 and y.dtype == torch.int64
-    assert len(lo.train) == 1500 // 64
+    assert len(lo.train) == 1350 // 64  # 150 of the 1,500 training images are held out for validation
     test = torch.cat([b for b, _ in lo.test])
     assert torch.equal(test, D.load_digits_uint8(False)[0])  # test order is the file order
     ranks = [D.make_loaders("digits", None, 64, 100, rank=r, world_size=2, seed=1) for r in range(2)]
     train_idx = [list(r.train.sampler) for r in ranks]
-    assert not set(train_idx[0]) & set(train_idx[1])  # 1500 splits evenly: disjoint halves
-    assert sorted(train_idx[0] + train_idx[1]) == list(range(1500))
+    assert not set(train_idx[0]) & set(train_idx[1])  # 1350 splits evenly: disjoint halves
+    assert sorted(train_idx[0] + train_idx[1]) == list(range(1350))
+    val_idx = [list(r.val.sampler) for r in ranks]
+    assert sorted(val_idx[0] + val_idx[1]) == list(range(150))  # every validation image exactly once
     test_idx = [list(r.test.sampler) for r in ranks]
     assert sorted(test_idx[0] + test_idx[1]) == list(range(297))  # every test image exactly once
     assert next(iter(ranks[0].train))[0].shape == (32, 1, 8, 8)
@@ -325,7 +329,8 @@ def test_imagenet32_loaders_pickle_lazily(tmp_path: Path) -> None:
     assert len(pickle.dumps(ds)) < 3 * 1024  # the memory map travels as its path, not its bytes
     ds2 = pickle.loads(pickle.dumps(ds))
     assert torch.equal(ds2[3][0], ds[3][0])
-    assert torch.equal(ds[3][0], torch.from_numpy(raw_x[3].reshape(3, 32, 32)))  # no flips on ImageNet32
+    k = int(ds.indices[3])  # the fourth image kept for training
+    assert torch.equal(ds[3][0], torch.from_numpy(raw_x[k].reshape(3, 32, 32)))  # no flips on ImageNet32
     test = torch.cat([x for x, _ in lo.test])
     assert np.array_equal(test.numpy(), raw_x[30:].reshape(5, 3, 32, 32))
 
@@ -399,7 +404,7 @@ def test_workers_give_the_same_batches(tmp_path: Path) -> None:
         lo = D.make_loaders("cifar10", tmp_path, 4, 4, seed=2, num_workers=workers, verify=False)
         lo.train.set_epoch(5)
         batches.append([x for x, _ in lo.train])
-    assert all(torch.equal(a, b) for a, b in zip(*batches)) and len(batches[0]) == 5
+    assert all(torch.equal(a, b) for a, b in zip(*batches)) and len(batches[0]) == 18 // 4  # 2 of 20 held out
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -407,3 +412,47 @@ def test_dequantize_on_gpu_matches_range() -> None:
     p = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8).cuda()
     x = D.dequantize(p, 256, torch.Generator(device="cuda").manual_seed(0))
     assert x.is_cuda and torch.equal(torch.floor(x.double() * 256).long(), p.long())
+
+
+# ---------------------------------------------------------------------------------- validation
+def _rows(batches) -> set[bytes]:  # noqa: ANN001
+    return {x.numpy().tobytes() for b, _ in batches for x in b}
+
+
+def test_validation_split_sizes_are_a_tenth_at_most_ten_thousand() -> None:
+    for n, n_val in [(1500, 150), (50_000, 5_000), (1_281_167, 10_000), (20, 2)]:
+        keep, val = D.validation_indices(n)
+        assert len(val) == n_val and len(keep) == n - n_val
+        assert not set(keep.tolist()) & set(val.tolist()) and len(set(keep.tolist()) | set(val.tolist())) == n
+    assert np.array_equal(D.validation_indices(1500)[1], D.validation_indices(1500)[1])  # fixed, not seeded
+    with pytest.raises(ValueError, match="tenth"):
+        D.validation_indices(9)
+
+
+@pytest.mark.parametrize("name", ["moons", "digits", "cifar10", "imagenet32"])
+def test_validation_is_disjoint_from_train_and_test(name: str, tmp_path: Path) -> None:
+    """Every data set's validation items: none trained on, none in the test set, the same whatever
+    the training seed; images: training and validation together are exactly the training split."""
+    root = None
+    if name == "cifar10":
+        _write_cifar(tmp_path, n=6)
+        root = tmp_path
+    elif name == "imagenet32":
+        _write_imagenet(tmp_path, n=4)
+        root = tmp_path
+    kw = {"verify": False} if name == "cifar10" else {}
+    bs = 500 if name == "moons" else 1
+    lo = D.make_loaders(name, root, bs, bs, seed=0, toy_batches_per_epoch=4, **kw)
+    val, test = _rows(lo.val), _rows(lo.test)
+    assert val and not val & test
+    assert val == _rows(D.make_loaders(name, root, bs, bs, seed=7, toy_batches_per_epoch=4, **kw).val)
+    train: set[bytes] = set()
+    for epoch in range(2 if name == "cifar10" else 1):  # CIFAR10 flips: compare unflipped epochs' images too
+        lo.train.set_epoch(epoch)
+        train |= _rows(lo.train)
+    assert not val & train
+    if name != "moons":
+        full = D.load_digits_uint8(True)[0] if name == "digits" else (
+            D.load_cifar10(root, True, verify=False)[0] if name == "cifar10" else D.load_imagenet32(root, True)[0])
+        split = {x.numpy().tobytes() for x in full}
+        assert val <= split and len(_rows(lo.val)) == min(len(full) // 10, D.VALIDATION_MAX) or name == "digits"

@@ -17,7 +17,7 @@ ALLOWED = {
     "search_spaces": ({"model"}, {"yaml", "optuna"}),
     "figures": ({"model"}, {"matplotlib", "numpy", "torch", "torchvision", "optuna"}),
     "sweeper": ({"model", "search_spaces", "figures"}, {"ray", "optuna", "pandas", "pyarrow", "torch", "numpy",
-                                                       "yaml", "tensorboardX"}),
+                                                       "yaml", "tensorboardX", "scipy"}),
     "studies": ({"model", "search_spaces", "figures", "sweeper"}, {"ray", "pandas", "torch", "numpy", "yaml"}),
 }
 #: the one module allowed beyond its package's row: the CLI dispatches to every package's commands

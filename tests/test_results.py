@@ -14,11 +14,12 @@ import yaml
 from model import RunConfig, TrainConfig, toy_config
 from sweeper.run_reader import SavedCheckpoint
 from sweeper.storage import Location
-from sweeper.results import control_verdict, family_verdict, load_best_entry, table_from_records
+from sweeper.results import control_screen, family_verdict, load_best_entry, table_from_records
 from model.errors import UserError
 
 EPOCHS = 3
-# trial id -> (Tune status, role, family, per-epoch scores (None: diverged), depth)
+# trial id -> (Tune status, role, family, per-epoch validation scores (None: diverged), depth); each
+# epoch's test score is its validation score + TEST_OFFSET unless given
 TRIALS = {
     "aaaa0001": ("TERMINATED", "search", "idensenet", [3.6, 3.4, 3.30], 2),  # finished
     "aaaa0002": ("TERMINATED", "search", "idensenet", [3.5], 3),  # stopped by ASHA after epoch 1
@@ -29,12 +30,17 @@ TRIALS = {
 }
 
 
-def _record(tid: str, status: str, role: str, family: str, scores: list, depth: int | None) -> dict:
+TEST_OFFSET = 0.05
+
+
+def _record(tid: str, status: str, role: str, family: str, scores: list, depth: int | None,
+            tests: list | None = None) -> dict:
     model = toy_config(blocks_per_scale=(2,), depth=depth or 3, family=family, toy_hidden=(8, 8))
     run = RunConfig(model, TrainConfig(data="moons", epochs=EPOCHS, lr=1e-3 * (depth or 1)))
     epochs = []
     for e, s in enumerate(scores, start=1):
-        epochs.append({"epoch": e, "test_score": math.nan if s is None else s, "diverged": s is None})
+        test = math.nan if s is None else (tests[e - 1] if tests else s + TEST_OFFSET)
+        epochs.append({"epoch": e, "val_score": math.nan if s is None else s, "test_score": test, "diverged": s is None})
     kept = [SavedCheckpoint(Location(f"/ckpt/{tid}/{e}", f"/ckpt/{tid}/{e}", False), e, epochs[:e])
             for e, s in enumerate(scores, start=1) if s is not None]
     info = {"role": role, "label": "resflow" if role == "control" else "", "param_count": 1000 + (depth or 0),
@@ -54,12 +60,13 @@ def test_table_statuses_scores_and_order(df):
         "aaaa0001": "finished", "aaaa0002": "stopped (ASHA)", "aaaa0003": "diverged", "aaaa0004": "error",
         "aaaa0005": "incomplete", "cccc0000": "finished"}
     row = df.set_index("trial").loc["aaaa0001"]
-    assert row["best_score"] == 3.30 and row["best_epoch"] == 3 and row["epochs_run"] == 3
+    assert row["best_val"] == 3.30 and row["best_epoch"] == 3 and row["epochs_run"] == 3
+    assert row["test"] == pytest.approx(3.30 + TEST_OFFSET)  # the test score of the epoch chosen on validation
     assert row["depth"] == 2 and row["param_count"] == 1002 and row["budget_dev_pct"] == pytest.approx(0.2)
     assert row["best_checkpoint"] == "/ckpt/aaaa0001/3" and row["role"] == "search"
     div = df.set_index("trial").loc["aaaa0003"]
-    assert div["best_score"] == 3.9 and div["epochs_run"] == 2  # the diverged epoch is not a score
-    scored = df["best_score"].dropna().tolist()
+    assert div["best_val"] == 3.9 and div["epochs_run"] == 2  # the diverged epoch is not a score
+    scored = df["best_val"].dropna().tolist()
     assert scored == sorted(scored)  # best first
     ctrl = df.set_index("trial").loc["cccc0000"]
     assert ctrl["family"] == "resflow" and ctrl["hidden"] == 8 and pd.isna(ctrl["depth"])
@@ -73,14 +80,20 @@ def test_difference_to_the_control_at_the_same_epoch(df):
     assert vs["cccc0000"] == 0.0
 
 
-def test_verdicts_name_the_winner_and_the_margin(df):
-    line = control_verdict(df, "nats")
-    assert "beats the Residual Flow control" in line and "by 0.100 nats" in line and "aaaa0001" in line
-    assert family_verdict(df, "nats").endswith("(winner: idensenet)")
-    worse = df.copy()
-    worse.loc[worse["trial"] == "cccc0000", "best_score"] = 3.0
-    assert "does not beat" in control_verdict(worse.sort_values("best_score"), "nats")
-    assert control_verdict(df[df["role"] != "control"], "nats") is None
+def test_selection_reads_validation_and_reports_that_epochs_test_score():
+    """Validation is best at epoch 1, test at epoch 2: the table selects epoch 1 and reports its test
+    score, never the test set's own minimum."""
+    rec = _record("eeee0001", "TERMINATED", "search", "idensenet", [3.2, 3.3, 3.4], 2, tests=[3.5, 3.1, 3.6])
+    row = table_from_records([rec], EPOCHS, "test_nll").iloc[0]
+    assert (row["best_val"], row["best_epoch"], row["test"]) == (3.2, 1, 3.5)
+
+
+def test_the_sweep_screens_and_leaves_the_verdict_to_confirmation(df):
+    line = control_screen(df, "nats")
+    assert line.startswith("screening (one run each, validation)") and "aaaa0001" in line
+    assert "3.300 nats" in line and "3.400 nats" in line and "idensenet confirm" in line
+    assert family_verdict(df, "nats") == "best validation score per family: idensenet 3.300 nats, resflow 3.400 nats"
+    assert control_screen(df[df["role"] != "control"], "nats") is None
 
 
 def test_best_entries_load_from_every_accepted_layout(tmp_path):
@@ -124,11 +137,12 @@ def test_a_best_entry_pairs_score_epoch_and_checkpoint_of_one_epoch():
     saved = {r["trial_id"]: r["checkpoints"] for r in records}
     lost = df.loc["bbbb0001"]
     assert lost["best_epoch"] == 1 and pd.isna(lost["best_checkpoint"])
-    score, epoch, ckpt, note = epoch_with_checkpoint(next(df.loc[["bbbb0001"]].itertuples(index=False)),
-                                                     saved["bbbb0001"])
-    assert (score, epoch, ckpt) == (3.2, 3, "/ckpt/bbbb0001/3") and "epoch 1 scored 3.0000" in note
+    val, test, epoch, ckpt, note = epoch_with_checkpoint(next(df.loc[["bbbb0001"]].itertuples(index=False)),
+                                                         saved["bbbb0001"])
+    assert (val, test, epoch, ckpt) == (3.2, pytest.approx(3.2 + TEST_OFFSET), 3, "/ckpt/bbbb0001/3")
+    assert "epoch 1 scored 3.0000" in note
     kept = epoch_with_checkpoint(next(df.loc[["bbbb0002"]].itertuples(index=False)), saved["bbbb0002"])
-    assert kept == (3.1, 3, "/ckpt/bbbb0002/3", None)
+    assert kept == (3.1, pytest.approx(3.1 + TEST_OFFSET), 3, "/ckpt/bbbb0002/3", None)
 
 
 def test_an_epoch_no_one_was_told_of_does_not_count():
@@ -136,7 +150,7 @@ def test_an_epoch_no_one_was_told_of_does_not_count():
     recorded one epoch, and so does the table (without the study's record, both epochs count)."""
     rec = _record("dddd0001", "TERMINATED", "search", "idensenet", [3.5, 3.0], 2)
     told = table_from_records([rec], EPOCHS, "test_nll", {"dddd0001": ("stopped (ASHA)", 1)}).iloc[0]
-    assert (told["status"], told["epochs_run"], told["best_score"]) == ("stopped (ASHA)", 1, 3.5)
+    assert (told["status"], told["epochs_run"], told["best_val"]) == ("stopped (ASHA)", 1, 3.5)
     untold = table_from_records([rec], EPOCHS, "test_nll")
-    assert (untold.iloc[0]["epochs_run"], untold.iloc[0]["best_score"]) == (2, 3.0)
+    assert (untold.iloc[0]["epochs_run"], untold.iloc[0]["best_val"]) == (2, 3.0)
     assert untold.attrs["curves"]["dddd0001"] == [(1, 3.5), (2, 3.0)]

@@ -37,7 +37,16 @@ def _settings(tmp_path, **changes) -> SweepSettings:
 
 
 def _result(epoch, score, **extra):
-    return {"epoch": epoch, "test_score": score, "training_iteration": epoch, **extra}
+    """A report whose validation score is ``score`` (the test score differs: decisions must not read it)."""
+    return {"epoch": epoch, "val_score": score, "test_score": score + 0.5, "training_iteration": epoch, **extra}
+
+
+def _trials(settings):
+    """Every Optuna trial of the sweep: the baseline study's, then the searched study's."""
+    from sweeper.search import record_snapshot
+
+    with record_snapshot(settings) as (searched, baselines):
+        return baselines.get_trials() + searched.get_trials()
 
 
 def test_every_epoch_and_every_ending_reaches_the_study(tmp_path):
@@ -60,28 +69,30 @@ def test_every_epoch_and_every_ending_reaches_the_study(tmp_path):
     searcher.on_trial_complete("nan", _result(2, math.nan, diverged=True))
     searcher.on_trial_result("err", _result(1, 3.0))
     searcher.on_trial_complete("err", error=True)
-    study = open_study(settings)
-    by = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+    trials = _trials(settings)
+    by = {t.user_attrs["tune_trial_id"]: t for t in trials}
     assert by["done"].state.name == "COMPLETE" and by["done"].value == 2.7
     assert by["done"].intermediate_values == {1: 3.1, 2: 2.9, 3: 2.7, 4: 2.8}
     assert by["asha"].state.name == "PRUNED" and by["asha"].intermediate_values == {1: 3.3, 2: 3.2}
     assert by["nan"].state.name == "FAIL" and by["nan"].value is None and by["nan"].intermediate_values == {1: 3.4}
     assert by["err"].state.name == "FAIL" and by["err"].value is None
     assert by["ctrl"].state.name == "RUNNING" and by["ctrl"].user_attrs["role"] == "control"
-    values = [v for t in study.trials for v in [t.value, *t.intermediate_values.values()] if v is not None]
+    assert "ctrl" not in {t.user_attrs["tune_trial_id"] for t in open_study(settings).trials}  # not the sampler's
+    values = [v for t in trials for v in [t.value, *t.intermediate_values.values()] if v is not None]
     assert all(math.isfinite(v) and v < 100 for v in values)  # no sentinel anywhere
     # a restored searcher (unpickled, as Tune does) continues on the same study, without duplicates
     again = pickle.loads(pickle.dumps(searcher))
     again.restore("unused")
     again.on_trial_result("ctrl", _result(1, 3.2))
     again.on_trial_result("ctrl", _result(1, 3.2, replayed=True))
-    assert open_study(settings).trials[by["ctrl"].number].intermediate_values == {1: 3.2}
+    assert {t.user_attrs["tune_trial_id"]: t for t in _trials(settings)}["ctrl"].intermediate_values == {1: 3.2}
 
 
-def test_open_study_uses_a_seeded_tpe_with_constant_liar(tmp_path):
+def test_open_study_uses_a_seeded_multivariate_grouped_tpe_with_constant_liar(tmp_path):
     study = open_study(_settings(tmp_path, n_startup_trials=3, seed=7))
     assert isinstance(study.sampler, optuna.samplers.TPESampler)
     assert study.sampler._constant_liar and study.sampler._n_startup_trials == 3
+    assert study.sampler._multivariate and study.sampler._group
 
 
 class _Trial:
@@ -92,11 +103,11 @@ class _Trial:
 def _asha():
     s = ControlASHA("unused", time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3,
                     stop_last_trials=False)
-    s.set_search_properties("test_score", "min")
+    s.set_search_properties("val_score", "min")
     return s
 
 
-def test_asha_never_stops_a_baseline_but_records_it():
+def test_asha_never_stops_a_baseline_nor_records_it():
     s = _asha()
     for t in ("a", "b", "ctrl"):
         s.on_trial_add(None, _Trial(t, "control" if t == "ctrl" else "search"))
@@ -104,7 +115,7 @@ def test_asha_never_stops_a_baseline_but_records_it():
     assert s.on_trial_result(None, _Trial("b"), _result(1, 0.9)) == TrialScheduler.CONTINUE
     ctrl = _Trial("ctrl", "control")
     assert s.on_trial_result(None, ctrl, _result(1, 9.0)) == TrialScheduler.CONTINUE  # worst, kept anyway
-    assert "ctrl" in s._brackets[0]._rungs[-1][1]  # its score is the mark at the first rung
+    assert set(s._brackets[0]._rungs[-1][1]) == {"a", "b"}  # the first rung holds searched trials only
     s.on_trial_add(None, _Trial("c"))
     assert s.on_trial_result(None, _Trial("c"), _result(1, 5.0)) == TrialScheduler.STOP
 
@@ -176,7 +187,7 @@ def test_endings_follow_the_one_rule_and_a_resumed_error_continues_in_a_new_tria
     searcher.on_trial_complete("asha", _result(2, 3.2, done=True))
     searcher.on_trial_result("err", _result(1, 3.0))
     searcher.on_trial_complete("err", error=True)
-    first = latest_by_tune_id(open_study(settings).trials)["err"]
+    first = latest_by_tune_id(_trials(settings))["err"]
     assert first.state.name == "FAIL" and first.user_attrs["ending"] == endings.ERROR
     # --resume: the driver replays the checkpointed epoch, then trains on; epoch 2 is reported twice
     for r in (_result(1, 3.0, replayed=True), _result(2, 2.95), _result(2, 2.9)):
@@ -188,25 +199,25 @@ def test_endings_follow_the_one_rule_and_a_resumed_error_continues_in_a_new_tria
     # the time budget: Tune ended "slow" (one epoch) and "never" (not started) without telling the searcher
     interrupted = {"ctrl": ("RUNNING", {}), "slow": ("PENDING", {"epoch": 1}), "never": ("PENDING", {})}
     settle_study(settings, interrupted, all_ended=False)  # an interruption: Tune resumes them
-    assert latest_by_tune_id(open_study(settings).trials)["slow"].state.name == "RUNNING"
+    assert latest_by_tune_id(_trials(settings))["slow"].state.name == "RUNNING"
     settle_study(settings, {"ctrl": ("RUNNING", {}), "err": ("TERMINATED", {"epoch": 4}),
                             "slow": ("TERMINATED", {"epoch": 1}), "never": ("TERMINATED", {}),
                             "asha": ("TERMINATED", {"epoch": 2})}, all_ended=False)
-    study = open_study(settings)
-    latest = latest_by_tune_id(study.trials)
+    trials = _trials(settings)
+    latest = latest_by_tune_id(trials)
     again = latest["err"]
     assert again.number != first.number and again.user_attrs["resumed_from"] == first.number
     assert again.params == first.params and again.user_attrs["role"] == first.user_attrs["role"]
     assert again.state.name == "COMPLETE" and again.value == 2.8
     assert again.intermediate_values == {1: 3.0, 2: 2.9, 3: 2.8, 4: 2.85}
-    assert [t.state.name for t in study.trials].count("FAIL") == 2  # the errored run and "never"
+    assert [t.state.name for t in trials].count("FAIL") == 2  # the errored run and "never"
     expected = {"asha": (endings.STOPPED_ASHA, "PRUNED"), "err": (endings.FINISHED, "COMPLETE"),
                 "slow": (endings.STOPPED_TIME_BUDGET, "PRUNED"), "never": (endings.STOPPED_TIME_BUDGET, "FAIL")}
     for tid, (ending, state) in expected.items():
         assert (latest[tid].user_attrs["ending"], latest[tid].state.name) == (ending, state), tid
     assert latest["ctrl"].state.name == "RUNNING"  # Tune resumes it: left as it is
     settle_study(settings, {}, all_ended=True)  # every Tune trial ended: a proposal of none ends "not run"
-    assert latest_by_tune_id(open_study(settings).trials)["ctrl"].user_attrs["ending"] == endings.NOT_RUN
+    assert latest_by_tune_id(_trials(settings))["ctrl"].user_attrs["ending"] == endings.NOT_RUN
 
 
 def test_a_reader_never_writes_the_writers_study(tmp_path, monkeypatch):
@@ -217,7 +228,7 @@ def test_a_reader_never_writes_the_writers_study(tmp_path, monkeypatch):
     from cluster_utils import s3_server
 
     from sweeper.results import write_study_figures
-    from sweeper.search import study_snapshot, working_journal
+    from sweeper.search import latest_by_tune_id, study_snapshot, working_journal
     from sweeper.storage import locate
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -230,16 +241,17 @@ def test_a_reader_never_writes_the_writers_study(tmp_path, monkeypatch):
         path = working_journal(settings)
         before = open(path, "rb").read()
         assert locate(settings.journal).read_bytes() != before
+        assert [t.user_attrs.get("tune_trial_id") for t in _trials(settings)] == ["a"]  # the control
         with study_snapshot(settings) as study:
-            assert [t.user_attrs.get("tune_trial_id") for t in study.trials] == ["a"]
             study.ask()  # whatever a reader does stays in its copy
         exp = locate(settings.experiment)
         written = write_study_figures(exp, pd.DataFrame({"trial": ["a"], "family": ["resflow"]}), settings)
         assert locate(written["by_family"]).read_bytes()[:4] == b"\x89PNG"
         assert open(path, "rb").read() == before
         searcher.suggest("b")
-        trials = open_study(settings).trials
-        assert [t.number for t in trials] == [0, 1] and trials[0].intermediate_values == {1: 3.0}
+        searched = open_study(settings).trials
+        assert [(t.number, t.user_attrs["tune_trial_id"]) for t in searched] == [(0, "b")]
+        assert latest_by_tune_id(_trials(settings))["a"].intermediate_values == {1: 3.0}
 
 
 def test_same_name_on_two_s3_prefixes_and_a_reused_name_get_their_own_studies(tmp_path, monkeypatch, capsys):
@@ -272,8 +284,7 @@ def test_same_name_on_two_s3_prefixes_and_a_reused_name_get_their_own_studies(tm
         assert earlier_copies(again) == [os.path.dirname(working_journal(a))]
         a2 = sweep(a.experiment, "three", 1)
         for settings, asks in ((b, 2), (a2, 1)):
-            with study_snapshot(settings) as study:
-                trials = study.trials
+            trials = _trials(settings)
             assert trials[0].user_attrs["role"] == "control" and trials[0].number == 0
             assert [t.user_attrs["tune_trial_id"] for t in trials] == [f"{settings.sweep_id}-{i}" for i in range(asks)]
 
@@ -296,7 +307,7 @@ def test_an_ending_tune_did_not_forward_is_settled_by_the_rule(tmp_path):
     searcher.on_trial_result("bad", _result(1, 3.2))
     settle_study(settings, {"ctrl": ("RUNNING", {}), "full": ("TERMINATED", {"epoch": EPOCHS}),
                             "short": ("TERMINATED", {"epoch": 1}), "bad": ("ERROR", {"epoch": 1})}, all_ended=False)
-    latest = latest_by_tune_id(open_study(settings).trials)
+    latest = latest_by_tune_id(_trials(settings))
     got = {t: (latest[t].user_attrs.get("ending"), latest[t].state.name) for t in latest}
     assert got == {"ctrl": (None, "RUNNING"), "full": (endings.FINISHED, "COMPLETE"),
                    "short": (endings.STOPPED_ASHA, "PRUNED"), "bad": (endings.ERROR, "FAIL")}

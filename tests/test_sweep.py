@@ -34,14 +34,24 @@ SPACE = {
 ENQUEUE = [{"label": "known-good", "model": {"family": "idensenet", "depth": 2}, "train": {"lr": 1.0e-2}}]
 
 
-def _study(exp: Path):
+def _studies(exp: Path):
+    """(searched study, baseline study) of a sweep's journal, read with Optuna's own API."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     storage = JournalStorage(JournalFileBackend(str(exp / "optuna.journal")))
-    (summary,) = optuna.get_all_study_summaries(storage)
-    return optuna.load_study(study_name=summary.study_name, storage=storage)
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert names == [exp.name, f"{exp.name}/baselines"]
+    return tuple(optuna.load_study(study_name=n, storage=storage) for n in names)
+
+
+def _study(exp: Path):
+    """Every Optuna trial of a sweep, searched and baselines (a namespace with ``trials``)."""
+    from types import SimpleNamespace
+
+    searched, baselines = _studies(exp)
+    return SimpleNamespace(trials=baselines.trials + searched.trials)
 
 
 def _wait_resources_released(timeout_s: float = 90.0) -> bool:
@@ -82,7 +92,7 @@ def test_sweep_table_control_arm_and_asha(sweep, capsys):
     assert (df["budget_dev_pct"].abs() <= 100 * space.budget.tolerance).all()
     assert set(df["status"]) <= {"diverged", "finished", "stopped (ASHA)"}
     assert (df["status"] == "diverged").sum() == 1
-    assert (df["status"] == "stopped (ASHA)").sum() >= 1, df[["trial", "status", "best_score"]]
+    assert (df["status"] == "stopped (ASHA)").sum() >= 1, df[["trial", "status", "best_val"]]
     control = df[df["role"] == "control"].iloc[0]
     assert control["param_count"] == space.budget.params and control["status"] == "finished"
     assert control["vs_control"] == 0.0 and df["vs_control"].notna().sum() >= 4
@@ -129,11 +139,44 @@ def test_the_study_was_told_the_truth(sweep):
             assert t.state == optuna.trial.TrialState.PRUNED
             assert sorted(t.intermediate_values) == list(range(1, int(row["epochs_run"]) + 1))
         elif row["status"] == "finished":
-            assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(row["best_score"])
+            assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(row["best_val"])
             assert sorted(t.intermediate_values) == list(range(1, EPOCHS + 1))
         else:
             assert row["status"] == "diverged" and t.state == optuna.trial.TrialState.FAIL and t.value is None
     assert {t.state.name for t in study.trials} >= {"PRUNED", "COMPLETE", "FAIL"}
+    # what the study holds is each epoch's validation score, as the trial reported it
+    for trial_dir in exp.glob("trial_*"):
+        rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        t = next(t for t in study.trials if t.user_attrs["tune_trial_id"] == rows[0]["trial_id"])
+        for r in rows:
+            if not r.get("diverged"):
+                assert t.intermediate_values[r["epoch"]] == pytest.approx(r["val_score"])
+                assert r["val_score"] != r["test_score"]  # two sets, two scores
+
+
+def test_the_sampler_learns_from_searched_trials_only(sweep):
+    """The control lives in a study of its own; in the sampler's study every trial carries parameters
+    and the joint search space TPE infers is not empty (it is with the control among them)."""
+    import optuna
+
+    from sweeper.search import make_sampler
+    from sweeper.settings import SweepSettings
+    from sweeper.storage import locate
+
+    _, _, exp = sweep
+    searched, baselines = _studies(exp)
+    assert [t.user_attrs["role"] for t in baselines.trials] == ["control"] and not baselines.trials[0].params
+    assert [t.user_attrs["role"] for t in searched.trials][:1] == ["enqueued"]  # it pins parameters: it stays
+    assert all(t.params for t in searched.trials)
+    settings = SweepSettings.load(locate(str(exp)))
+    assert settings.n_startup_trials == 1 + 2  # the enqueued trial counts, as TPE counts it
+    space = make_sampler(settings).infer_relative_search_space(searched, searched.trials[-1])
+    assert {"model/family", "train/lr"} <= set(space)
+    mixed = optuna.create_study()  # the layout before: the control in the sampler's study
+    for t in baselines.trials + searched.trials:
+        if t.state.is_finished():
+            mixed.add_trial(t)
+    assert optuna.samplers.TPESampler(multivariate=True).infer_relative_search_space(mixed, mixed.trials[-1]) == {}
 
 
 def test_best_against_the_trial_files_and_a_full_run(sweep, tmp_path, capsys):
@@ -144,21 +187,22 @@ def test_best_against_the_trial_files_and_a_full_run(sweep, tmp_path, capsys):
     assert main(["best", str(exp), "--top", "2", "--out", str(best)]) == 0
     doc = yaml.safe_load(best.read_text())
     assert [e["rank"] for e in doc["configs"]] == [1, 2]
-    assert doc["configs"][0]["score"] <= doc["configs"][1]["score"]
-    # each entry is what its trial ran (params.json) and the score its checkpoint recorded
+    assert doc["configs"][0]["val_score"] <= doc["configs"][1]["val_score"]
+    # each entry is what its trial ran (params.json), chosen on validation, with the test score of that epoch
     scored = {}
     for trial_dir in exp.glob("trial_*"):
         cfg = json.loads((trial_dir / "params.json").read_text())
         rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
-        scores = [r["test_score"] for r in rows if not r.get("diverged")]
-        scored[rows[0]["trial_id"]] = (cfg["run"], min(scores) if scores else math.inf)
-    assert doc["configs"][0]["score"] == pytest.approx(min(s for _, s in scored.values()))
+        top = min((r for r in rows if not r.get("diverged")), key=lambda r: r["val_score"], default=None)
+        scored[rows[0]["trial_id"]] = (cfg["run"], top["val_score"] if top else math.inf, top)
+    assert doc["configs"][0]["val_score"] == pytest.approx(min(s for _, s, _ in scored.values()))
     for e in doc["configs"]:
-        run, score = scored[e["trial_id"]]
-        assert e["run"] == run and e["score"] == pytest.approx(score)
+        run, score, best_row = scored[e["trial_id"]]
+        assert e["run"] == run and e["val_score"] == pytest.approx(score)
+        assert e["best_epoch"] == best_row["epoch"] and e["test_score"] == pytest.approx(best_row["test_score"])
         meta = json.loads((Path(e["checkpoint"]) / META_FILE).read_text())
         assert meta["history"][-1]["epoch"] == e["best_epoch"]
-        assert meta["history"][-1]["test_score"] == pytest.approx(e["score"])
+        assert meta["history"][-1]["val_score"] == pytest.approx(e["val_score"])
 
     full = tmp_path / "full"
     args = ["train", "--config", str(best), "--rank", "2", "--epochs", "1", "--workers", "1",
@@ -177,6 +221,52 @@ def test_best_against_the_trial_files_and_a_full_run(sweep, tmp_path, capsys):
     ckpt = sorted(p for p in (full / "r2").glob("checkpoint_*") if p.is_dir())[-1]
     state = load_state(ckpt)
     assert state["epoch"] == 2 and state["step"]["iteration"] == 2 * state["history"][0]["iterations"]
+
+
+def test_confirm_retrains_with_seeds_and_states_the_interval(sweep, capsys):
+    """``confirm``: the best searched configuration and the reference Residual Flow, 2 seeds each, to the
+    last epoch; each run's score is its test score at its best validation epoch (read from its own
+    result.json); intervals and the paired difference as computed by hand; rerunning resumes."""
+    import pandas as pd
+
+    _, _, exp = sweep
+    capsys.readouterr()
+    assert main(["confirm", str(exp), "--top", "1", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    loc = exp / "confirm-k1-s2"
+    cases = json.loads((loc / "confirm_cases.json").read_text())
+    arms = [a["arm"] for a in cases["arms"]]
+    assert arms[-1].startswith("reference") and cases["seeds"] == [1, 2] and len(cases["cases"]) == 2 * len(arms)
+    runs = pd.read_csv(loc / "confirm_runs.csv")
+    assert sorted(runs["arm"].unique()) == sorted(arms)
+    assert all(sorted(part["seed"]) == [1, 2] for _, part in runs.groupby("arm"))
+    for trial_dir in (p for p in loc.glob("confirm_*") if p.is_dir()):
+        case = cases["cases"][json.loads((trial_dir / "params.json").read_text())["case"]]
+        rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))  # no early stopping
+        best = min(rows, key=lambda r: r["val_score"])
+        mine = runs[(runs["arm"] == case["trial"]["arm"]) & (runs["seed"] == case["trial"]["seed"])].iloc[0]
+        assert case["run"]["train"]["seed"] == mine["seed"]
+        assert (mine["best_epoch"], mine["test"]) == (best["epoch"], pytest.approx(best["test_score"]))
+    summary = pd.read_csv(loc / "confirm.csv").set_index("arm")
+    t_975_1 = 12.706204736174698  # Student's t, 97.5 % quantile, 1 degree of freedom
+    ref = runs[runs["arm"] == arms[-1]].set_index("seed")["test"]
+    for arm, part in runs.groupby("arm"):
+        x = part.set_index("seed")["test"]
+        half = t_975_1 * x.std(ddof=1) / math.sqrt(2)
+        assert summary.loc[arm, "test_mean"] == pytest.approx(x.mean())
+        assert summary.loc[arm, "test_low"] == pytest.approx(x.mean() - half)
+        if arm != arms[-1]:
+            d = x - ref
+            assert summary.loc[arm, "diff"] == pytest.approx(d.mean())
+            assert summary.loc[arm, "diff_high"] == pytest.approx(d.mean() + t_975_1 * d.std(ddof=1) / math.sqrt(2))
+            shown = summary.loc[arm, "diff_low"] > 0 or summary.loc[arm, "diff_high"] < 0
+            line = next(ln for ln in out.splitlines() if ln.startswith("verdict at 2 seeds"))
+            assert line.endswith("no difference shown at 2 seeds") != shown
+    assert (loc / "confirm.png").stat().st_size > 5000
+    assert main(["confirm", str(exp), "--top", "1", "--seeds", "2"]) == 0  # the same command: resumed, kept
+    assert "resuming confirmation" in capsys.readouterr().out
+    assert pd.read_csv(loc / "confirm_runs.csv").equals(runs)
 
 
 def _agreement(exp: Path) -> tuple[dict, dict]:
@@ -219,7 +309,7 @@ def test_an_errored_then_resumed_trial_and_a_time_budget_agree_in_study_and_tabl
         assert ending == status and state == endings.optuna_state(status, True).name
     resumed = [t for _, _, t in study.values() if "resumed_from" in t.user_attrs]
     assert len(resumed) == 1 and sorted(resumed[0].intermediate_values) == list(range(1, EPOCHS + 1))
-    first = _study(tmp_path / "runs" / "err").trials[resumed[0].user_attrs["resumed_from"]]
+    first = _studies(tmp_path / "runs" / "err")[0].trials[resumed[0].user_attrs["resumed_from"]]
     assert first.state.name == "FAIL" and first.user_attrs["ending"] == endings.ERROR
     assert first.params == resumed[0].params
 
