@@ -2,10 +2,13 @@
 NAME --plots``), each as PNG bytes:
 
 * ``importance``: importance of each searched dimension (Optuna's default importance evaluator)
-  at **equal fidelity**: every searched trial is scored by its value at the same epoch, the deepest
-  epoch that every trial reached (with ASHA: the grace period), so a trial stopped early is compared
-  with a finished one on the epoch both trained, never on their different last epochs. Baselines
-  and enqueued trials draw no parameters and are left out.
+  at **equal fidelity**: every searched trial is scored by its validation value at the same epoch,
+  the deepest epoch that at least :data:`MIN_TRIALS` searched trials that did not fail reached (with
+  ASHA: usually a rung), so a trial stopped early is compared with a finished one on the epoch both
+  trained, never on their different last epochs; one trial that diverged at epoch 1 no longer pins
+  the figure there. Below :data:`MIN_IMPORTANCE_TRIALS` such trials the importance is not drawn (a
+  ranking of a handful of points says nothing) and a line says why. Baselines live in a study of
+  their own and are not in these views; the figures state their sample size.
 * ``parallel``: Optuna's parallel-coordinate plot of the same trials and values.
 * ``by_family``: test score against epoch for every trial, coloured by family.
 """
@@ -19,14 +22,21 @@ from typing import Any
 from .plots import pyplot, save_png
 
 
-def equal_fidelity_study(study) -> tuple[Any, int | None]:  # noqa: ANN001
-    """An in-memory study of the searched trials, each COMPLETE with its value at the deepest epoch
-    all of them reached; ``(study, epoch)``, epoch None when no epoch is shared."""
+MIN_TRIALS = 3  # the equal-fidelity epoch is the deepest at least this many searched trials reached
+MIN_IMPORTANCE_TRIALS = 10  # below this many trials at that epoch, no importance figure
+
+
+def equal_fidelity_study(study, min_trials: int = MIN_TRIALS) -> tuple[Any, int | None]:  # noqa: ANN001
+    """An in-memory study of the searched trials that did not fail, each COMPLETE with its value at
+    the deepest epoch at least ``min_trials`` of them reached (all of them, when fewer); ``(study,
+    epoch)``, epoch None when there is no such trial."""
     import optuna
+    from optuna.trial import TrialState
 
     searched = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("role", "search") == "search"
-                and t.intermediate_values and t.params]
-    epoch = min((max(t.intermediate_values) for t in searched), default=None)
+                and t.intermediate_values and t.params and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    reached = sorted((max(t.intermediate_values) for t in searched), reverse=True)
+    epoch = reached[min(min_trials, len(reached)) - 1] if reached else None
     out = optuna.create_study(direction="minimize")
     if epoch is None:
         return out, None
@@ -73,10 +83,16 @@ def study_figures(study, df, ylabel: str) -> dict[str, bytes]:  # noqa: ANN001
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the matplotlib views
     warnings.filterwarnings("ignore", module="optuna")  # few-trials warnings raised inside Optuna
-    if len(fair.trials) >= 2 and len({k for t in fair.trials for k in t.params}) >= 1:
-        out["parallel"] = _png(ovm.plot_parallel_coordinate(fair, target_name=f"{ylabel} at epoch {epoch}"))
+    n = len(fair.trials)
+    target = f"{ylabel} at epoch {epoch} ({n} searched trials)"
+    if n >= 2 and len({k for t in fair.trials for k in t.params}) >= 1:
+        out["parallel"] = _png(ovm.plot_parallel_coordinate(fair, target_name=target))
+        if n < MIN_IMPORTANCE_TRIALS:
+            print(f"note: no importance plot: {n} searched trials reached epoch {epoch}, fewer than "
+                  f"{MIN_IMPORTANCE_TRIALS} (an importance ranked from so few trials says nothing)")
+            return out
         try:
-            out["importance"] = _png(ovm.plot_param_importances(fair, target_name=f"{ylabel} at epoch {epoch}"))
+            out["importance"] = _png(ovm.plot_param_importances(fair, target_name=target))
         except (RuntimeError, ValueError) as err:  # e.g. every value equal, or one distinct configuration
             print(f"note: no importance plot ({err})")
     else:

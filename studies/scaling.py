@@ -13,9 +13,15 @@ dropped there, with a line saying why. All sub-sweeps share one Ray instance and
 experiment folder (``<storage>/<name>/b<count>/``), each resumable: rerunning the command skips the
 sub-sweeps that ended and resumes the one that did not.
 
-Writes ``scaling.csv`` / ``scaling.parquet`` (budget, family, best score, its config and exact
-count, epochs, the trial-epochs each family spent) and ``scaling.png`` (best score against count,
-log x, per family, with the paper's CIFAR10 points where the data set is CIFAR10).
+Each sub-sweep is then confirmed as any sweep is (:mod:`sweeper.confirm`, ``--confirm-seeds``, 3 by
+default): its best searched configuration and the reference Residual Flow retrained with seeds, so
+each budget's answer carries its interval.
+
+Writes ``scaling.csv`` / ``scaling.parquet`` (budget, family, best validation score and the test
+score of that epoch, its config and exact count, epochs, the trial-epochs each family spent, and
+per budget the confirmed difference with its 95 % interval) and ``scaling.png`` (the selected test
+score against count, log x, per family, with the paper's CIFAR10 points where the data set is
+CIFAR10).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import copy
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -141,11 +148,13 @@ def scaling_table(exp: Location):
         if not sub_exp.join(SETTINGS_FILE).is_file():
             continue
         df = results_table(sub_exp)
+        confirmed = confirmed_difference(sub_exp, doc.get("confirm_seeds", 0))
         for family, part in df.groupby("family"):
             ok = scored(part)
             best = ok.iloc[0] if len(ok) else None
             rows.append({
-                "budget": sub["params"], "family": family, "best_score": best["best_score"] if best is not None else None,
+                "budget": sub["params"], "family": family, "best_val": best["best_val"] if best is not None else None,
+                "test": best["test"] if best is not None else None, **confirmed,
                 "trial": best["trial"] if best is not None else None, "role": best["role"] if best is not None else None,
                 "depth": best["depth"] if best is not None and family == "idensenet" else None,
                 "growth": best["growth"] if best is not None and family == "idensenet" else None,
@@ -164,20 +173,40 @@ def scaling_table(exp: Location):
     return out
 
 
+def confirmed_difference(sub_exp: Location, seeds: int) -> dict[str, Any]:
+    """The budget's confirmed i-DenseNet − reference difference (test, paired by seed) and its
+    interval, from its confirmation's table; NaNs when it has none."""
+    import pandas as pd
+
+    table = sub_exp.join(f"confirm-k1-s{seeds}", "confirm.csv")
+    out = {"confirmed_diff": math.nan, "diff_low": math.nan, "diff_high": math.nan, "seeds": seeds or None,
+           "difference_shown": None}
+    if not seeds or not table.is_file():
+        return out
+    summary = pd.read_csv(io.StringIO(table.read_text()))
+    dense = summary[summary["describe"].str.startswith("idensenet")] if "diff" in summary else summary.iloc[0:0]
+    dense = dense[dense["diff"].notna()]
+    if len(dense):
+        d = dense.iloc[0]  # best mean validation score first
+        out.update(confirmed_diff=d["diff"], diff_low=d["diff_low"], diff_high=d["diff_high"],
+                   difference_shown=bool(d["diff_low"] > 0 or d["diff_high"] < 0))
+    return out
+
+
 def scaling_figure(df, path_or_buf, ylabel: str, data: str | None) -> None:
     from figures.plots import pyplot, save_png
 
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    for i, (family, part) in enumerate(df.dropna(subset=["best_score"]).groupby("family")):
+    for i, (family, part) in enumerate(df.dropna(subset=["test"]).groupby("family")):
         part = part.sort_values("param_count")
-        ax.plot(part["param_count"].astype(float), part["best_score"], "-o", color=f"C{i}", label=family)
+        ax.plot(part["param_count"].astype(float), part["test"], "-o", color=f"C{i}", label=family)
     if data == "cifar10":
         for j, name in ((1, "resflow"), (2, "idensenet")):
             ax.scatter([p[0] for p in PAPER_CIFAR10], [p[j] for p in PAPER_CIFAR10], marker="x", s=50,
                        color="C0" if name == "idensenet" else "C1", label=f"paper: {name}")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(f"{ylabel} (one run, selected on validation)")
     ax.legend()
     save_png(fig, path_or_buf)
 
@@ -200,11 +229,15 @@ def print_scaling(df, paths: dict[str, str]) -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
         print(df.to_string(index=False, na_rep="-") if len(df) else "(no sub-sweep has results yet)")
     for budget, part in df.groupby("budget") if len(df) else []:
-        scores = dict(zip(part["family"], part["best_score"]))
-        if {"idensenet", "resflow"} <= set(scores) and None not in scores.values():
-            diff = scores["resflow"] - scores["idensenet"]
-            print(f"budget {budget:,}: i-DenseNet {'beats' if diff > 0 else 'does not beat'} the Residual Flow "
-                  f"({scores['idensenet']:.3f} against {scores['resflow']:.3f})")
+        row = part.iloc[0]
+        if row.get("difference_shown") is None or pd.isna(row.get("confirmed_diff")):
+            print(f"budget {budget:,}: not confirmed (screening only; run with --confirm-seeds)")
+            continue
+        seeds = int(row["seeds"])
+        shown = (f"the i-DenseNet is {'better' if row['confirmed_diff'] < 0 else 'worse'}" if row["difference_shown"]
+                 else f"no difference shown at {seeds} seeds")
+        print(f"budget {budget:,}: i-DenseNet − Residual Flow {row['confirmed_diff']:+.4f} (95% CI "
+              f"{row['diff_low']:+.4f} to {row['diff_high']:+.4f}, {seeds} seeds): {shown}")
     print("wrote " + "\n      ".join(paths.values()))
 
 
@@ -221,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", action="append", default=[], type=_kv, metavar="KEY=VALUE")
     p.add_argument("--address", default=None)
+    p.add_argument("--confirm-seeds", type=int, default=3,
+                   help="confirm each budget's best configuration against the reference with this many seeds "
+                        "(default 3; 0: no confirmation)")
     p.add_argument("--check", action="store_true", help="check every budget's space and print the plan; train nothing")
     args = p.parse_args(argv)
     try:
@@ -230,12 +266,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _confirm(sub_exp: Location, args: argparse.Namespace) -> None:
+    """The budget's confirmation (top 1, ``--confirm-seeds``), unless off or already written."""
+    if not args.confirm_seeds or sub_exp.join(f"confirm-k1-s{args.confirm_seeds}", "confirm.csv").is_file():
+        return
+    from sweeper.confirm import ConfirmOptions, run_confirmation
+
+    run_confirmation(ConfirmOptions(experiment=sub_exp.uri, top=1, seeds=args.confirm_seeds, address=args.address))
+
+
 def run_scaling(args: argparse.Namespace) -> int:
     from sweeper.settings import space_text
     from sweeper.sweep import SweepOptions, run_sweep
 
     if args.trials < 1 or (args.epochs is not None and args.epochs < 1):
         raise UserError("--trials and --epochs must be positive integers")
+    if args.confirm_seeds == 1 or args.confirm_seeds < 0:
+        raise UserError("--confirm-seeds must be 0 (no confirmation) or at least 2")
     name, text = space_text(args.space)
     data = yaml.safe_load(text)
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()] if args.budgets else data.get("budgets")
@@ -258,7 +305,7 @@ def run_scaling(args: argparse.Namespace) -> int:
     from model.datasets import dataset_info
 
     toy = dataset_info(str(data.get("dataset"))).is_toy
-    doc = {"space": name, "data": data.get("dataset"), "metric": score_label(toy),
+    doc = {"space": name, "data": data.get("dataset"), "metric": score_label(toy), "confirm_seeds": args.confirm_seeds,
            "budgets": [{"params": p, "name": f"b{p}"} for p, _ in subs]}
     exp.join(SCALING_FILE).write_text(json.dumps(doc, indent=1))
     t0 = time.time()
@@ -272,6 +319,7 @@ def run_scaling(args: argparse.Namespace) -> int:
 
                 if all_trials_ended(sub_exp, SweepSettings.load(sub_exp).trials):
                     print(f"budget {params:,}: done before, skipped", flush=True)
+                    _confirm(sub_exp, args)
                     continue
             path = os.path.join(tmp, f"b{params}.yaml")
             with open(path, "w") as f:
@@ -280,6 +328,7 @@ def run_scaling(args: argparse.Namespace) -> int:
             run_sweep(SweepOptions(space=path, trials=args.trials, epochs=args.epochs, storage=exp.uri,
                                    name=f"b{params}", seed=args.seed, resume=settings_file.is_file(),
                                    train_overrides=dict(args.train), address=args.address))
+            _confirm(sub_exp, args)
     df, paths = write_scaling_outputs(exp)
     print()
     print_scaling(df, paths)

@@ -78,10 +78,17 @@ def test_two_budget_study_end_to_end(ray_session, tmp_path, capsys):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     args = ["scaling", "--space", str(space), "--budgets", "1500,5000", "--trials", "3",
-            "--storage", str(tmp_path / "runs"), "--name", "study"]
+            "--storage", str(tmp_path / "runs"), "--name", "study", "--confirm-seeds", "2"]
     assert main(args) == 0
+    out = capsys.readouterr().out
     exp = tmp_path / "runs" / "study"
     df = pd.read_csv(exp / "scaling.csv")
+    for budget, part in df.groupby("budget"):  # each budget confirmed: its difference and interval
+        summary = pd.read_csv(exp / f"b{budget}" / "confirm-k1-s2" / "confirm.csv")
+        dense = summary[summary["describe"].str.startswith("idensenet") & summary["diff"].notna()].iloc[0]
+        assert part["confirmed_diff"].iloc[0] == pytest.approx(dense["diff"])
+        assert part["diff_low"].iloc[0] == pytest.approx(dense["diff_low"])
+        assert f"budget {budget:,}: i-DenseNet − Residual Flow {dense['diff']:+.4f}" in out
     assert len(df) == 4 and set(df.groupby("budget")["family"].apply(frozenset)) == {frozenset({"idensenet", "resflow"})}
     for row in df.itertuples():
         assert abs(row.param_count / row.budget - 1) <= SPACE["tolerance"]

@@ -147,9 +147,10 @@ def test_refilled_rungs_decide_as_the_uninterrupted_scheduler():
     assert restored.on_trial_result(None, _Trial("e"), _result(1, 1.4)) == TrialScheduler.STOP
 
 
-def test_importance_compares_trials_at_the_epoch_all_of_them_reached():
-    """``results --plots``: a finished trial is scored at the deepest epoch every searched trial reached
-    (not at its own last epoch); baselines, which draw no parameters, are left out."""
+def test_importance_compares_trials_at_the_deepest_epoch_enough_of_them_reached():
+    """``results --plots``: every searched trial that did not fail is scored at the deepest epoch at
+    least 3 of them reached (not at its own last epoch); a trial that diverged at epoch 1 does not pin
+    the figure to epoch 1; baselines and trials still running are left out."""
     import optuna
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
@@ -158,17 +159,22 @@ def test_importance_compares_trials_at_the_epoch_all_of_them_reached():
 
     dist = {"train/lr": FloatDistribution(1e-4, 1e-1, log=True)}
     study = optuna.create_study()
-    for lr, values, state, role in [(1e-2, {1: 3.0, 2: 2.5, 3: 2.4}, TrialState.COMPLETE, "search"),
+    for lr, values, state, role in [(1e-2, {1: 3.0, 2: 2.5, 3: 2.4, 4: 2.3}, TrialState.COMPLETE, "search"),
+                                    (2e-2, {1: 3.0, 2: 2.6, 3: 2.5}, TrialState.PRUNED, "search"),
                                     (1e-3, {1: 3.2, 2: 3.1}, TrialState.PRUNED, "search"),
+                                    (4e-3, {1: 3.3, 2: 3.0}, TrialState.PRUNED, "search"),
+                                    (9e-2, {1: 3.9}, TrialState.FAIL, "search"),  # diverged at epoch 2
+                                    (3e-3, {1: 3.1, 2: 2.9, 3: 2.8, 4: 2.7}, TrialState.RUNNING, "search"),
                                     (5e-3, {1: 9.0}, TrialState.COMPLETE, "baseline")]:
         study.add_trial(create_trial(params={"train/lr": lr}, distributions=dist, intermediate_values=values,
                                      state=state, value=min(values.values()) if state == TrialState.COMPLETE else None,
                                      user_attrs={"role": role}))
-    study.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0, params={}, distributions={},
-                                 intermediate_values={1: 1.0}, user_attrs={"role": "control"}))
     fair, epoch = equal_fidelity_study(study)
-    assert epoch == 2
-    assert sorted((t.params["train/lr"], t.value) for t in fair.trials) == [(1e-3, 3.1), (1e-2, 2.5)]
+    assert epoch == 2  # reached by 4 trials; epoch 3 by 2 of them only
+    assert sorted((t.params["train/lr"], t.value) for t in fair.trials) == [
+        (1e-3, 3.1), (4e-3, 3.0), (1e-2, 2.5), (2e-2, 2.6)]
+    fair2, epoch2 = equal_fidelity_study(study, min_trials=2)
+    assert epoch2 == 3 and len(fair2.trials) == 2
 
 
 def test_endings_follow_the_one_rule_and_a_resumed_error_continues_in_a_new_trial(tmp_path):
