@@ -131,9 +131,11 @@ def _study(exp: Path):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    from types import SimpleNamespace
+
     storage = JournalStorage(JournalFileBackend(str(exp / "optuna.journal")))
-    (summary,) = optuna.get_all_study_summaries(storage)
-    return optuna.load_study(study_name=summary.study_name, storage=storage)
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))  # <name>, <name>/baselines
+    return SimpleNamespace(trials=[t for n in reversed(names) for t in optuna.load_study(study_name=n, storage=storage).trials])
 
 
 def _epochs(rows: list[dict]) -> list[int]:
@@ -176,7 +178,7 @@ def _same_trajectory(rows: list[dict], reference: list[dict]) -> None:
     assert sorted(by_epoch) == [int(r["epoch"]) for r in reference]
     for ref in reference:
         got = by_epoch[int(ref["epoch"])]
-        for key in ("test_score", "train_loss"):
+        for key in ("val_score", "test_score", "train_loss"):
             assert got[key] == pytest.approx(ref[key], abs=1e-6), (ref["epoch"], key)
         assert got["iterations"] == ref["iterations"]
 
@@ -345,10 +347,13 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
         study_file = tmp_path / "study.journal"
         study_file.write_bytes(locate(settings.journal).read_bytes())
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study_file)))
-        study = optuna.load_study(study_name="s3kill", storage=storage)
-        numbers = [t.number for t in study.trials]
-        assert len(numbers) == len(set(numbers))
-        by_id = latest_by_tune_id(study.trials)
+        searched = optuna.load_study(study_name="s3kill", storage=storage).trials
+        baselines = optuna.load_study(study_name="s3kill/baselines", storage=storage).trials
+        for trials in (searched, baselines):
+            numbers = [t.number for t in trials]
+            assert len(numbers) == len(set(numbers))
+        assert all(t.user_attrs["role"] == "control" for t in baselines) and all(t.params for t in searched)
+        by_id = latest_by_tune_id(searched + baselines)
         # a proposal asked just before the kill but missing from Tune's snapshot belongs to no trial: FAIL
         orphans = [t for tid, t in by_id.items() if tid not in df.index]
         assert set(df.index) <= set(by_id) and all(t.state.name == "FAIL" and t.value is None for t in orphans)
@@ -356,8 +361,8 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
             row, trial = df.loc[tid], by_id[tid]
             assert row["epochs_run"] >= history[-1]["epoch"]
             for h in history:
-                assert trial.intermediate_values[h["epoch"]] == pytest.approx(h["test_score"])
-            assert row["best_score"] <= min(h["test_score"] for h in history) + 1e-12
+                assert trial.intermediate_values[h["epoch"]] == pytest.approx(h["val_score"])
+            assert row["best_val"] <= min(h["val_score"] for h in history) + 1e-12
         curves = results_table(exp).attrs["curves"]
         for tid, row in df.iterrows():  # every reported epoch, the same value in the table and the study
             trial = by_id[tid]
@@ -365,7 +370,7 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
             assert trial.user_attrs["ending"] == row["status"], (tid, row["status"], trial.user_attrs)
             assert trial.state.name == ("COMPLETE" if row["status"] == "finished" else "PRUNED"), tid
             if row["status"] == "finished":
-                assert trial.value == pytest.approx(row["best_score"])
+                assert trial.value == pytest.approx(row["best_val"])
         for tid in finished_before:
             row = df.loc[tid]
             assert row["status"] == "finished" or (row["role"] != "control" and row["status"] == "stopped (ASHA)")
@@ -376,9 +381,10 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
         assert code.returncode == 0, code.stderr[-2000:]
         doc = yaml.safe_load(best.read_text())
         top = doc["configs"][0]
-        assert top["score"] == pytest.approx(df["best_score"].min()) and top["checkpoint"].startswith("s3://")
+        assert top["val_score"] == pytest.approx(df["best_val"].min()) and top["checkpoint"].startswith("s3://")
         meta = json.loads(locate(top["checkpoint"]).join("meta.json").read_text())
-        assert meta["epoch"] == top["best_epoch"] and meta["history"][-1]["test_score"] == pytest.approx(top["score"])
+        assert meta["epoch"] == top["best_epoch"] and meta["history"][-1]["val_score"] == pytest.approx(top["val_score"])
+        assert meta["history"][-1]["test_score"] == pytest.approx(top["test_score"])
         full = subprocess.run(_cli("train", "--config", str(best), "--epochs", "1", "--storage", uri, "--name", "full"),
                               env={**env, "HOME": str(home2)}, capture_output=True, text=True, timeout=300)
         assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]

@@ -83,7 +83,7 @@ def test_the_batch_script_runs_a_sweep_on_its_own_ray_cluster(slurm, tmp_path):
     from sweeper.storage import locate
 
     df = results_table(locate(str(tmp_path / "runs" / "sl")))
-    assert len(df) == 2 and set(df["status"]) == {"finished"} and df["best_score"].notna().all()
+    assert len(df) == 2 and set(df["status"]) == {"finished"} and df["best_val"].notna().all()
     assert wait_for(lambda: not _ray_left(env["IDENSENET_RAY_PORT"]), 60, 1), _ray_left(env["IDENSENET_RAY_PORT"])
     print(f"Slurm job {job}: sweep of 2 trials in {time.time() - t0:.0f} s")
 
@@ -100,7 +100,7 @@ def _reported(exp: Path) -> dict[str, dict[int, float]]:
             if (trial / "result.json").is_file() else []
         for ckpt in saved_checkpoints(locate(str(exp / "train_runs" / f"train-{tid}"))):
             rows += ckpt.history
-        out[tid] = {int(r["epoch"]): float(r["test_score"]) for r in rows if "epoch" in r}
+        out[tid] = {int(r["epoch"]): float(r["val_score"]) for r in rows if "epoch" in r}
     return out
 
 
@@ -109,7 +109,7 @@ def test_a_stopped_job_requeues_itself_and_loses_no_reported_epoch(slurm, tmp_pa
     stops cleanly, the job requeues itself, the next run resumes the sweep; every epoch reported
     before the stop is in the final table and study with the same score."""
     from sweeper.results import results_table
-    from sweeper.search import latest_by_tune_id, study_snapshot
+    from sweeper.search import latest_by_tune_id, record_snapshot
     from sweeper.settings import SweepSettings
     from sweeper.storage import locate
 
@@ -135,8 +135,8 @@ def test_a_stopped_job_requeues_itself_and_loses_no_reported_epoch(slurm, tmp_pa
     df = results_table(locate(str(exp))).set_index("trial")
     assert len(df) == 3 and set(df["status"]) == {"finished"}, df["status"]
     curves = {tid: dict(pts) for tid, pts in results_table(locate(str(exp))).attrs["curves"].items()}
-    with study_snapshot(SweepSettings.load(locate(str(exp)))) as study:
-        latest = latest_by_tune_id(study.get_trials())
+    with record_snapshot(SweepSettings.load(locate(str(exp)))) as studies:
+        latest = latest_by_tune_id([t for study in studies for t in study.get_trials()])
     lost = [(tid, e) for tid, scores in before.items() for e, s in scores.items()
             if curves.get(tid, {}).get(e) != pytest.approx(s) or latest[tid].intermediate_values.get(e) != pytest.approx(s)]
     assert not lost and sum(len(v) for v in before.values()) >= 2, (lost, before)

@@ -71,12 +71,13 @@ def test_local_mode_digits_bpd_falls(local_run):
     scores = [r["test_bpd"] for r in reports]
     assert all(r["test_score"] == r["test_bpd"] for r in reports)
     assert scores[2] < scores[0] - 0.05, scores
-    assert reports[-1]["best_test_score"] == min(scores)
-    assert all(r["test_examples"] == N_TEST and not r["diverged"] for r in reports)
+    assert reports[-1]["best_val_score"] == min(r["val_score"] for r in reports)
+    assert all(r["test_examples"] == N_TEST and r["val_examples"] == 150 and not r["diverged"] for r in reports)
+    assert all(r["val_score"] != r["test_score"] for r in reports)  # two sets, two scores
     from model.flow import build_model
 
     assert reports[0]["param_count"] == build_model(DIGITS_MODEL).num_parameters()
-    assert reports[-1]["iterations"] == 3 * (1500 // 64)
+    assert reports[-1]["iterations"] == 3 * (1350 // 64)  # 150 of the 1,500 training digits are for validation
     assert summary["status"] == "finished" and summary["epochs"] == 3
     assert [h["test_score"] for h in summary["history"]] == scores
 
@@ -86,7 +87,7 @@ def test_checkpoint_rebuilds_and_resumes_exactly(local_run, tmp_path):
     warm-up counter and every RNG state, the shared roulette generator's included)."""
     reports, _, saves = local_run
     state = load_state(saves / "epoch1")
-    assert state["epoch"] == 1 and state["step"]["iteration"] == 1500 // 64
+    assert state["epoch"] == 1 and state["step"]["iteration"] == 1350 // 64
     assert RunConfig.from_dict(state["run"]) == DIGITS and [h["epoch"] for h in state["history"]] == [1]
     model, _ = load_model(saves / "epoch3")
     assert model.num_parameters() == reports[0]["param_count"]
@@ -96,6 +97,7 @@ def test_checkpoint_rebuilds_and_resumes_exactly(local_run, tmp_path):
     assert [r["epoch"] for r in resumed] == [2, 3]
     for a, b in zip(resumed, reports[1:]):
         assert a["test_score"] == pytest.approx(b["test_score"], abs=1e-9)
+        assert a["val_score"] == pytest.approx(b["val_score"], abs=1e-9)
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-9)
         assert a["param_crc"] == b["param_crc"]
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]  # the history continues too
@@ -106,7 +108,7 @@ def test_nan_ends_the_run_as_diverged_without_a_stand_in_score():
     assert [r["epoch"] for r in reports] == [1, 2]
     assert not reports[0]["diverged"] and math.isfinite(reports[0]["test_score"])
     assert reports[1]["diverged"] and math.isnan(reports[1]["test_score"]) and math.isnan(reports[1]["test_bpd"])
-    assert summary["status"] == "diverged" and summary["best_test_score"] == reports[0]["test_score"]
+    assert summary["status"] == "diverged" and summary["best_val_score"] == reports[0]["val_score"]
 
 
 def test_gpu_without_cuda_fails_with_one_line_naming_the_node():
