@@ -183,11 +183,10 @@ def confirmed_difference(sub_exp: Location, seeds: int) -> dict[str, Any]:
            "difference_shown": None}
     if not seeds or not table.is_file():
         return out
-    summary = pd.read_csv(io.StringIO(table.read_text()))
-    dense = summary[summary["describe"].str.startswith("idensenet")] if "diff" in summary else summary.iloc[0:0]
-    dense = dense[dense["diff"].notna()]
-    if len(dense):
-        d = dense.iloc[0]  # best mean validation score first
+    from sweeper.confirm import verdict_row
+
+    d = verdict_row(pd.read_csv(io.StringIO(table.read_text())))
+    if d is not None:
         out.update(confirmed_diff=d["diff"], diff_low=d["diff_low"], diff_high=d["diff_high"],
                    difference_shown=bool(d["diff_low"] > 0 or d["diff_high"] < 0))
     return out

@@ -227,14 +227,21 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("val_mean", na_position="last").reset_index(drop=True) if "val_mean" in df else df
 
 
+def verdict_row(summary: pd.DataFrame):
+    """The row the verdict is about: the i-DenseNet best on mean validation score that has a paired
+    difference to the reference (None when there is none)."""
+    if "diff" not in summary:
+        return None
+    dense = summary[summary["describe"].str.startswith("idensenet") & summary["diff"].notna()]
+    return dense.iloc[0] if len(dense) else None  # the summary is sorted by mean validation score
+
+
 def verdict(summary: pd.DataFrame, unit: str, reference_note: str = "") -> str:
     """The one line the confirmation answers: the i-DenseNet best on validation against the reference
     (``reference_note``: how the reference was chosen, said in the line)."""
-    dense = summary[summary["describe"].str.startswith("idensenet") & summary.get("diff", pd.Series(dtype=float)).notna()] \
-        if "diff" in summary else summary.iloc[0:0]
-    if not len(dense):
+    d = verdict_row(summary)
+    if d is None:
         return "verdict: no i-DenseNet with a paired score against the reference Residual Flow"
-    d = dense.iloc[0]  # sorted by mean validation score
     ref = summary[summary["arm"].str.startswith(REFERENCE)].iloc[0]
     head = (f"verdict at {int(d['paired_seeds'])} seeds (test {unit} at each run's best validation epoch, paired by "
             f"seed): {d['arm']} ({d['describe']}) {d['test_mean']:.3f} against the Residual Flow {ref['arm']} "
