@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -40,14 +41,15 @@ def slurm():
 def _env(slurm: dict[str, str], home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "SLURM_"))}
     env.update(slurm, HOME=str(home), RAY_AUTH_MODE="disabled", RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="60",
-               PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-               IDENSENET_RAY_PORT=str(random.randrange(30000, 40000, 16)))
+               PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    env.pop("IDENSENET_RAY_PORT", None)  # the script's own choice: below the ephemeral range, checked free
     return env
 
 
-def _submit(env: dict[str, str], work: Path, *args: str) -> str:
-    proc = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=2", f"--chdir={work}", f"--output={work}/job-%j.out", str(SCRIPT),
-                           *args], env=env, capture_output=True, text=True, timeout=60)
+def _submit(env: dict[str, str], work: Path, *args: str, hold: bool = False) -> str:
+    proc = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=2", f"--chdir={work}", f"--output={work}/job-%j.out",
+                           *(["--hold"] if hold else []), str(SCRIPT), *args],
+                          env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
 
@@ -55,6 +57,13 @@ def _submit(env: dict[str, str], work: Path, *args: str) -> str:
 def _output(work: Path, job: str) -> str:
     path = work / f"job-{job}.out"
     return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def _ray_port(out: str) -> str:
+    """The GCS port the job's Ray head was started on (the last block it tried)."""
+    ports = re.findall(r"starting Ray: head at \S+:(\d+)", out)
+    assert ports, out[-3000:]
+    return ports[-1]
 
 
 def _ray_left(port: str) -> list[str]:
@@ -70,21 +79,33 @@ def _space(work: Path, **train) -> str:
 
 
 def test_the_batch_script_runs_a_sweep_on_its_own_ray_cluster(slurm, tmp_path):
+    """Another program holds a port of the job's default block (the raylet's, as an outgoing connection
+    from the ephemeral range can): the script sees it before starting Ray, moves to the next block,
+    and the sweep runs there. Without the check, ``ray start`` fails after 30 s ("timed out during
+    startup")."""
     env = _env(slurm, tmp_path)
     t0 = time.time()
     job = _submit(env, tmp_path, "sweep", "--space", _space(tmp_path), "--trials", "2", "--name", "sl",
-                  "--storage", str(tmp_path / "runs"), "--max-concurrent", "1", "--grace-period", "2")
-    assert wait_for(lambda: job_state(slurm, job) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 600, 2), \
-        _output(tmp_path, job)[-3000:]
+                  "--storage", str(tmp_path / "runs"), "--max-concurrent", "1", "--grace-period", "2", hold=True)
+    taken = 20000 + 16 * (int(job) % 700) + 7  # the default block's node-manager port
+    with socket.socket() as holder:
+        holder.bind(("", taken))
+        holder.listen()
+        subprocess.run(["scontrol", "release", job], env=env, check=True, timeout=30)
+        assert wait_for(lambda: job_state(slurm, job) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 600, 2), \
+            _output(tmp_path, job)[-3000:]
     out = _output(tmp_path, job)
     assert job_state(slurm, job) == "COMPLETED", out[-4000:]
     assert "all 1 node(s) joined the Ray cluster" in out and "sweep finished" in out, out[-3000:]
+    used = int(_ray_port(out))
+    assert f":{taken}" in out.split("starting Ray")[0] and used > taken and used % 16 == (taken - 7) % 16, out[-3000:]
     from sweeper.results import results_table
     from sweeper.storage import locate
 
     df = results_table(locate(str(tmp_path / "runs" / "sl")))
     assert len(df) == 2 and set(df["status"]) == {"finished"} and df["best_val"].notna().all()
-    assert wait_for(lambda: not _ray_left(env["IDENSENET_RAY_PORT"]), 60, 1), _ray_left(env["IDENSENET_RAY_PORT"])
+    port = _ray_port(out)
+    assert wait_for(lambda: not _ray_left(port), 60, 1), _ray_left(port)
     print(f"Slurm job {job}: sweep of 2 trials in {time.time() - t0:.0f} s")
 
 
