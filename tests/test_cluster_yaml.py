@@ -17,7 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
 README = REPO / "README.md"
-DOCS = README  # the "On a cluster" section
+DOCS = REPO / "docs" / "cluster.md"  # the AWS runbook
 INSTALL_START = "pip install torch=="  # where the install line begins, wherever it is written
 
 

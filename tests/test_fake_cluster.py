@@ -45,7 +45,7 @@ def ray_env(monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
 
 
-# ---- the real sweep, submitted as a Ray job the way the README ("On a cluster") does it ---------------------
+# ---- the real sweep, submitted as a Ray job the way docs/cluster.md does it ---------------------
 
 
 def _sweep_cmd(*args: str) -> list[str]:
