@@ -157,10 +157,6 @@ class Flow(nn.Module):
         """bpd of dequantised images x = (p + u)/n_levels (see :func:`bits_per_dim_from_log_prob`)."""
         return bits_per_dim_from_log_prob(self.log_prob(x), self.config.n_dims, self.config.n_levels)
 
-    def nll(self, x: Tensor) -> Tensor:
-        """−log p(x) in nats per sample (the toy metric, paper §4.1)."""
-        return -self.log_prob(x)
-
     def score_from_output(self, z: Tensor, logdet: Tensor) -> Tensor:
         """The per-sample score the project trains on and reports, from ``(z, logdet) = self(x)``:
         −log p(x) in nats for toy data (paper Table 1), bits per dimension for images (Table 3)."""

@@ -156,5 +156,6 @@ def count_arch(arch: Arch) -> int:
 
 
 def count_parameters(cfg: ModelConfig) -> int:
-    """Σ numel of the trainable parameters of ``build_model(cfg)``, computed without building it."""
+    """``build_model(cfg).num_parameters()`` (the authors' count, frozen scalars included), computed
+    without building the model."""
     return count_arch(arch_of(cfg))

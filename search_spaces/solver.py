@@ -79,7 +79,12 @@ class Solution:
         return " or ".join(parts)
 
 
-def _solve_arch(arch: Arch, budget: int, tolerance: float) -> Solution:
+def solve_arch(arch: Arch, budget: int, tolerance: float = DEFAULT_TOLERANCE) -> Solution:
+    """:func:`nearest_width` on the count-relevant tuple (no :class:`ModelConfig` validation cost).
+
+    The count is a quadratic in the width h, P(h) = αh² + βh + γ (each weight's size is a product
+    of at most two widths), so three exact counts give α, β, γ and the root of P(h) = budget; the
+    integer widths either side of it are counted exactly and the closer one is kept."""
     field = width_field(arch.family, len(arch.input_shape) == 1)
     a = channel_multiplier(arch.activation)
     layers = len(arch.toy_hidden)
@@ -118,7 +123,7 @@ def _solve_arch(arch: Arch, budget: int, tolerance: float) -> Solution:
 def nearest_width(cfg: ModelConfig, budget: int, tolerance: float = DEFAULT_TOLERANCE) -> Solution:
     """The width (growth, or hidden for a Residual Flow) whose count is closest to ``budget``, with
     ``cfg``'s other fields fixed; never raises for being out of tolerance (see ``.feasible``)."""
-    return _solve_arch(arch_of(cfg), budget, tolerance)
+    return solve_arch(arch_of(cfg), budget, tolerance)
 
 
 def solve_growth(cfg: ModelConfig, budget: int, tolerance: float = DEFAULT_TOLERANCE) -> Solution:
@@ -137,11 +142,6 @@ def solved_config(cfg: ModelConfig, budget: int, tolerance: float = DEFAULT_TOLE
     """``cfg`` with its width replaced by the solved one (raises :class:`BudgetError`)."""
     sol = solve_growth(cfg, budget, tolerance)
     return cfg.replace(**{sol.field: width_value(sol.field, sol.width, len(cfg.toy_hidden))})
-
-
-def solve_arch(arch: Arch, budget: int, tolerance: float = DEFAULT_TOLERANCE) -> Solution:
-    """:func:`nearest_width` on the count-relevant tuple (no :class:`ModelConfig` validation cost)."""
-    return _solve_arch(arch, budget, tolerance)
 
 
 def growth_table(

@@ -60,7 +60,6 @@ TOP_KEYS = ("name", "description", "dataset", "budget", "tolerance", "model", "s
 FOLLOWABLE = ("blocks_per_scale", "fc_blocks")
 MAX_COMBINATIONS = 5000
 CONTROL = "resflow"  # the baselines entry that names the budget's own Residual Flow
-ROLES = ("control", "baseline", "enqueued", "search")
 
 _FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(ModelConfig)}
 

@@ -241,7 +241,7 @@ def print_scaling(df, paths: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sweeper.cli import Parser, _kv
+    from sweeper.cli import Parser, key_value
 
     p = Parser(prog="idensenet scaling", description="Budget-matched sweeps at several budgets.")
     p.add_argument("--space", required=True, help="a space file or shipped name (a numeric budget needs a reference config as its budget:)")
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", default="ray_results")
     p.add_argument("--name", default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", action="append", default=[], type=_kv, metavar="KEY=VALUE")
+    p.add_argument("--train", action="append", default=[], type=key_value, metavar="KEY=VALUE")
     p.add_argument("--address", default=None)
     p.add_argument("--confirm-seeds", type=int, default=3,
                    help="confirm each budget's best configuration against the reference with this many seeds "

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.errors import UserError
 from model.flow import build_model
 from model.run_config import RunConfig
 
@@ -34,7 +35,7 @@ from .storage import atomic_write_file
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 2  # stored in every state.pt; a reader refuses a newer one rather than misread it
 
 
 def rng_file(rank: int) -> str:
@@ -71,11 +72,16 @@ def save_checkpoint(directory: str | os.PathLike[str], rank: int, state: dict[st
 
 
 def load_state(directory: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """The rank-0 state of a checkpoint folder (raises FileNotFoundError naming the folder)."""
+    """The rank-0 state of a checkpoint folder (raises FileNotFoundError naming the folder, and
+    :class:`UserError` for a checkpoint written in a newer format than this version reads)."""
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {STATE_FILE} in checkpoint folder {directory}")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    if state.get("format", 1) > CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint {directory} has format {state['format']}, newer than the {CHECKPOINT_FORMAT} "
+                        "this version of idensenet-sweep reads: update it")
+    return state
 
 
 def load_rng(directory: str | os.PathLike[str], rank: int) -> dict[str, Any] | None:

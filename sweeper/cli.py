@@ -56,7 +56,7 @@ POSITIVE_FLOAT = _number(float, 0, True, "a positive amount")
 REDUCTION = _number(float, 1, True, "ASHA keeps 1/factor of the trials at each rung")
 
 
-def _kv(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, Any]:
     import yaml
 
     if "=" not in text:
@@ -80,7 +80,7 @@ def _placement_args(p: argparse.ArgumentParser) -> None:
                    help="the local --storage folder is mounted at the same path on every node (NFS)")
     p.add_argument("--batch-size", type=POSITIVE, default=None, help="global batch size (split over workers)")
     p.add_argument("--data-root", default=None, help="folder holding the image data sets")
-    p.add_argument("--train", action="append", type=_kv, default=[], metavar="KEY=VALUE",
+    p.add_argument("--train", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="override a train config value (e.g. steps_per_epoch=20); repeatable")
     p.add_argument("--verbose", action="store_true", help="show Ray's worker logs")
 

@@ -103,3 +103,16 @@ def test_folders_written_before_sizes_were_listed_still_count(tmp_path):
     (newest / ck.STATE_FILE).unlink()
     assert [c.epoch for c in saved_checkpoints(locate(str(run)))] == [1]
     shutil.rmtree(run)
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line(tmp_path):
+    import torch
+
+    from model.errors import UserError
+
+    d = tmp_path / "ck"
+    ck.save_checkpoint(d, 0, {"epoch": 1}, ck.capture_rng(), {"epoch": 1})
+    assert ck.load_state(d)["format"] == ck.CHECKPOINT_FORMAT
+    torch.save({"format": ck.CHECKPOINT_FORMAT + 1, "epoch": 1}, d / ck.STATE_FILE)
+    with pytest.raises(UserError, match="newer than"):
+        ck.load_state(d)
