@@ -1,6 +1,6 @@
 """``idensenet reproduce toy``: the paper's Table 1 and Figure 3 (section 4.1), one Ray task per run.
 
-Models (10 blocks each, the authors' toy recipe of :mod:`model.toy_train`: batch 500, Adam 1e-3, a
+Models (10 blocks each, the authors' toy recipe of :mod:`studies.toy`: batch 500, Adam 1e-3, a
 fresh batch per iteration, test NLL in nats on 10,000 fresh samples with the exact 2-D log-det):
 
 * ``resflow``: the Residual Flow, 4 hidden layers of 128 (501,850 parameters);
@@ -57,7 +57,7 @@ def run_one(name: str, data: str, iterations: int, seed: int, grid: int = 80) ->
     """Train one model on one data set; its row of the table and its density on a grid."""
     import torch
 
-    from model.toy_train import default_lc_hold, train_toy
+    from studies.toy import default_lc_hold, train_toy
 
     from figures.plots import toy_log_density
 

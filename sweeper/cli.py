@@ -19,8 +19,8 @@ PROG = "idensenet"
 EXIT_USER_ERROR = 2
 # subcommands implemented by a module's main(argv)
 PASSTHROUGH = {
-    "toy": ("model.toy_train", "train a toy 2-D flow without Ray and print its test NLL in nats"),
-    "signal": ("model.signal", "signal preservation of the activations (paper Table 5 / 8)"),
+    "toy": ("studies.toy", "train a toy 2-D flow without Ray and print its test NLL in nats"),
+    "signal": ("studies.signal", "signal preservation of the activations (paper Table 5 / 8)"),
     "bench": ("bench.run", "step time, memory and counter speed (JSON)"),
     "reproduce": ("studies.reproduce", "the paper's toy results (Table 1, Figure 3), one Ray task per run"),
     "scaling": ("studies.scaling", "budget-matched sweeps at several budgets: best score against parameters per family"),

@@ -10,7 +10,7 @@ import torch
 from model import ModelConfig, build_model, toy_config
 from model.data import TOY_IDENTITY_NLL, toy_sample
 from model.iresblock import InvertibleResBlock
-from model.toy_train import evaluate_toy, train_toy
+from studies.toy import evaluate_toy, train_toy
 from reference_counts import CIFAR10_COUNTS, IMAGENET32_COUNTS, TOY_COUNTS
 
 PAPER_COUNTS = CIFAR10_COUNTS

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-import model.signal as signal
-from model.signal import format_table, main, signal_preservation, signal_table
+import studies.signal as signal
+from studies.signal import format_table, main, signal_preservation, signal_table
 
 # float64 reference, Table 5 (std 1): mean over seeds 0-2 of (mean, max)
 TABLE5 = {

@@ -23,12 +23,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import ModelConfig, toy_config
-from .data import TOY_IDENTITY_NLL, toy_sample
-from .errors import UserError
-from .flow import Flow, build_model
-from .train_config import TrainConfig
-from .train_step import TrainStep, evaluate
+from model.config import ModelConfig, toy_config
+from model.data import TOY_IDENTITY_NLL, toy_sample
+from model.errors import UserError
+from model.flow import Flow, build_model
+from model.train_config import TrainConfig
+from model.train_step import TrainStep, evaluate
 
 AUTHORS_LC_HOLD = 25_000  # train_toy.py --start_learnable_concat, in iterations
 N_TEST = 10_000
