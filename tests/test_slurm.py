@@ -142,9 +142,9 @@ def test_a_stopped_job_requeues_itself_and_loses_no_reported_epoch(slurm, tmp_pa
     assert wait_for(lambda: max((max(v, default=0) for v in _reported(exp).values()), default=0) >= 2, 400, 1), \
         _output(tmp_path, job)[-3000:]
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=env, check=True, timeout=30)
-    assert wait_for(lambda: "requeued job" in _output(tmp_path, job), 300, 1), _output(tmp_path, job)[-4000:]
+    assert wait_for(lambda: "requeuing job" in _output(tmp_path, job), 300, 1), _output(tmp_path, job)[-4000:]
+    assert wait_for(lambda: job_state(slurm, job) == "PENDING", 60, 0.5), _output(tmp_path, job)[-4000:]
     before = _reported(exp)
-    assert wait_for(lambda: job_state(slurm, job) == "PENDING", 60, 0.5)
     # Slurm holds a requeued job for about two minutes (BeginTime); the test need not wait for that
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True, timeout=30)
     assert wait_for(lambda: "(restart 1)" in _output(tmp_path, job), 300, 1), _output(tmp_path, job)[-3000:]
