@@ -26,22 +26,23 @@ from typing import Callable
 import numpy as np
 import torch
 
-from model.config import ModelConfig, toy_config
+from model.config import ModelConfig, model_config, toy_config
+from search_spaces.budgets import REFERENCE_CONFIGS
 from model.data import toy_sample
 from model.flow import Flow, build_model
 from model.train_config import TrainConfig
 from model.train_step import TrainStep
 
-IMAGE111 = ModelConfig(blocks_per_scale=(1, 1, 1), depth=3, growth=32, activation="clipswish")
+IMAGE111 = model_config(blocks_per_scale=(1, 1, 1), depth=3, growth=32, activation="clipswish")
 CONFIGS: dict[str, ModelConfig] = {
     "toy": toy_config(),
     "image111": IMAGE111,
     "image111_plain": IMAGE111.replace(mem_eff=False),
     "image111_series": IMAGE111.replace(mem_eff=False, neumann_grad=False),
-    "cifar_small": ModelConfig(blocks_per_scale=(4, 4, 4), depth=3, growth=178),
-    "cifar_small_plain": ModelConfig(blocks_per_scale=(4, 4, 4), depth=3, growth=178, mem_eff=False),
-    "resflow_small": ModelConfig(family="resflow", blocks_per_scale=(4, 4, 4), activation="lipswish", hidden=512),
-    "cifar_full": ModelConfig(blocks_per_scale=(16, 16, 16), depth=3, growth=172),
+    "cifar_small": model_config(blocks_per_scale=(4, 4, 4), depth=3, growth=178),
+    "cifar_small_plain": model_config(blocks_per_scale=(4, 4, 4), depth=3, growth=178, mem_eff=False),
+    "resflow_small": REFERENCE_CONFIGS["cifar10-small"],  # the 8.7M Residual Flow of paper Table 1
+    "cifar_full": model_config(blocks_per_scale=(16, 16, 16), depth=3, growth=172),
 }
 DEFAULT_BATCH = {"toy": 500, "image111": 16, "image111_plain": 16, "image111_series": 16}
 

@@ -3,12 +3,12 @@
 ``import model`` loads only the configs (no torch); the flow itself is :func:`model.flow.build_model`.
 """
 
-from .config import ConfigError, ModelConfig, toy_config
+from .config import ConfigError, ModelConfig, model_config, toy_config
 from .errors import UserError
 from .run_config import RunConfig
 from .train_config import TrainConfig
 
-__all__ = ["ConfigError", "ModelConfig", "RunConfig", "TrainConfig", "UserError", "toy_config", "build_model"]
+__all__ = ["ConfigError", "ModelConfig", "RunConfig", "TrainConfig", "UserError", "model_config", "toy_config", "build_model"]
 
 
 def __getattr__(name: str):

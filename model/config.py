@@ -1,8 +1,9 @@
 """The model config: the one object that travels from a search to a checkpoint.
 
-Every knob of the i-DenseNet / Residual Flow architectures, their Lipschitz constraints and their
-log-determinant estimators lives here, so a trial's config and a checkpoint always say exactly what
-was trained. The defaults describe the paper's small CIFAR10 i-DenseNet (§5, Table 4: 4-4-4 blocks,
+The shared knobs of every flow (data shape, layout, activation, spectral normalisation, the
+log-determinant estimator) are fields here; the family's own architecture (i-DenseNet's depth and
+growth, a Residual Flow's hidden width, ...) is its config from :mod:`model.families`, nested as
+``arch``. A trial's config and a checkpoint therefore always say exactly what was trained. The defaults describe the paper's small CIFAR10 i-DenseNet (§5, Table 4: 4-4-4 blocks,
 depth 3, growth 178, CLipSwish, learnable concatenation, 8,695,158 parameters) with the authors'
 Lipschitz and estimator settings (appendix B). The authors' ``train_img.py`` defaults to the full
 model instead (16-16-16 blocks, growth 172, Table 7): ``replace(blocks_per_scale=(16, 16, 16),
@@ -20,60 +21,31 @@ Two data shapes are supported:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from .errors import UserError
+from .families.base import channel_multiplier
+from .errors import ConfigError
+from .families import arch_fields, get_family
+from .families.idensenet import IDenseNet
+from .values import coerce_fields, plain_dict, unknown_keys
 
-FAMILIES = ("idensenet", "resflow")
 ACTIVATIONS = ("lipswish", "clipswish", "leakylswish")
 N_DISTRIBUTIONS = ("poisson", "geometric")
 
 
-class ConfigError(UserError):
-    """A config that cannot describe a valid model or run; ``problems`` holds (field, message) pairs."""
-
-
-def channel_multiplier(activation: str) -> int:
-    """Channels an activation outputs per input channel: 2 for CLipSwish (it concatenates
-    LipSwish(x) and LipSwish(-x), paper eq. 11), else 1. Layers before it output ``width / a``."""
-    return 2 if activation == "clipswish" else 1
-
-
-def plain_dict(obj: Any) -> dict[str, Any]:
-    """A dataclass instance's fields as builtins (tuples become lists), for YAML/JSON."""
-    return {f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v for f in fields(obj)}
-
-
-def unknown_keys(cls: type, data: Mapping[str, Any]) -> list[str]:
-    """The keys of ``data`` that are not fields of the dataclass ``cls``, sorted."""
-    return sorted(set(data) - {f.name for f in fields(cls)})
-
-
 @dataclass(frozen=True)
 class ModelConfig:
-    """Complete description of one flow. Immutable; convert with :meth:`to_dict` / :meth:`from_dict`."""
+    """Complete description of one flow. Immutable; convert with :meth:`to_dict` / :meth:`from_dict`.
 
-    family: str = "idensenet"
+    ``arch`` is the family's own architecture config (:mod:`model.families`); given as None it takes
+    the family's defaults, given as a mapping it is read as that config's fields."""
+
+    family: str = IDenseNet.name  # the paper's model
+    arch: Any = None
     input_shape: tuple[int, ...] = (3, 32, 32)
     blocks_per_scale: tuple[int, ...] = (4, 4, 4)
     activation: str = "clipswish"
-
-    # i-DenseNet dense blocks g (paper §3.1, eq. 4-5)
-    depth: int = 3
-    growth: int = 178
-    fc_growth: int = 32
-    fc_width: int = 64
-    # learnable concatenation (paper §3.3): eta_j = softplus(K_j) + 0.1, K initialised to eta_init
-    learnable_concat: bool = True
-    eta_init: tuple[float, float] = (1.0, 1.0)
-    lc_start_epoch: int = 25
-    lip_coeff: float = 0.98
-
-    # Residual Flow blocks (the parameter-budget baseline)
-    hidden: int = 512
-    fc_hidden: int = 128
-    toy_hidden: tuple[int, ...] = (128, 128, 128, 128)
 
     # multiscale layout (images only)
     fc_blocks: int = 4
@@ -98,39 +70,38 @@ class ModelConfig:
     brute_force: bool = False
 
     def __post_init__(self) -> None:
-        problems = self._normalise()
+        problems = coerce_fields(self)
+        problems += self._resolve_arch()
         problems += self.problems() if not problems else []
         if problems:
             raise ConfigError(problems)
 
-    def _normalise(self) -> list[tuple[str, str]]:
-        """Sequences given as lists (YAML / JSON) become tuples, so the config stays hashable; a value
-        of the wrong kind is a problem of its field."""
-        p = []
-        for name in ("input_shape", "blocks_per_scale", "toy_hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, (list, tuple)) or not all(_whole(v) for v in value):
-                p.append((name, f"{value!r} is not a list of whole numbers"))
-            else:
-                object.__setattr__(self, name, tuple(int(v) for v in value))
-        eta = self.eta_init
-        eta = (eta, eta) if _number(eta) else eta
-        if not isinstance(eta, (list, tuple)) or not all(_number(v) for v in eta):
-            p.append(("eta_init", f"{self.eta_init!r} is not a number or a pair of numbers"))
-        else:
-            object.__setattr__(self, "eta_init", tuple(float(v) for v in eta))
-        for f in fields(self):
-            v = getattr(self, f.name)
-            kind = str(f.type)
-            if kind == "int" and not _whole(v) or kind == "int | None" and v is not None and not _whole(v):
-                p.append((f.name, f"{v!r} is not a whole number"))
-            elif kind == "float" and not _number(v):
-                p.append((f.name, f"{v!r} is not a number"))
-            elif kind == "bool" and not isinstance(v, bool):
-                p.append((f.name, f"{v!r} is not true or false"))
-            elif kind == "str" and not isinstance(v, str):
-                p.append((f.name, f"{v!r} is not text"))
-        return p
+    def _resolve_arch(self) -> list[tuple[str, str]]:
+        """``arch`` as the family's config (its defaults for None, its fields for a mapping)."""
+        try:
+            family = get_family(self.family)
+        except ConfigError as e:
+            return e.problems
+        arch = self.arch
+        if arch is None:
+            arch = family.arch_type()
+        elif isinstance(arch, Mapping):
+            unknown = unknown_keys(family.arch_type, arch)
+            if unknown:
+                return [(k, f"not a field of a {family.name} model") for k in unknown]
+            try:
+                arch = family.arch_type(**arch)
+            except ConfigError as e:
+                return e.problems
+        elif not isinstance(arch, family.arch_type):
+            return [("arch", f"a {type(arch).__name__} is not the architecture of a {family.name} model")]
+        object.__setattr__(self, "arch", arch)
+        return []
+
+    @property
+    def family_spec(self) -> Any:
+        """The registered :class:`~model.families.Family` of this config."""
+        return get_family(self.family)
 
     # ------------------------------------------------------------------ derived facts
     @property
@@ -170,14 +141,22 @@ class ModelConfig:
             c, h, w = c * 4, h // 2, w // 2
         return shapes
 
+    def flat(self) -> dict[str, Any]:
+        """The shared fields and this family's architecture fields side by side (what
+        :func:`model_config` reads)."""
+        return {**{f: getattr(self, f) for f in SHARED_FIELDS}, **dataclasses.asdict(self.arch)}
+
+    def describe(self) -> str:
+        """The family and its architecture in a few words, e.g. ``idensenet depth 3 growth 178``."""
+        return f"{self.family} {self.family_spec.label(self.arch, self.is_toy)}"
+
     # ------------------------------------------------------------------ validation
     def problems(self) -> list[tuple[str, str]]:
         """Every reason this config is invalid, as (field, message) pairs (empty when valid)."""
         p: list[tuple[str, str]] = []
-        if self.family not in FAMILIES:
-            p.append(("family", f"{self.family!r} is not one of {', '.join(FAMILIES)}"))
         if self.activation not in ACTIVATIONS:
             p.append(("activation", f"{self.activation!r} is not one of {', '.join(ACTIVATIONS)}"))
+        p += self.family_spec.problems(self.arch, channel_multiplier(self.activation))
         if len(self.input_shape) not in (1, 3) or any(s < 1 for s in self.input_shape):
             p.append(("input_shape", f"{self.input_shape} must be (C, H, W) for images or (D,) for vectors"))
         if not self.blocks_per_scale or any(b < 1 for b in self.blocks_per_scale):
@@ -186,33 +165,8 @@ class ModelConfig:
             p.append(("input_shape", f"{self.input_shape} is too small for a multiscale flow (H, W >= 4)"))
         if len(self.input_shape) == 1 and len(self.blocks_per_scale) != 1:
             p.append(("blocks_per_scale", "vector (toy) flows take a single entry, the number of blocks"))
-        if self.depth < 1:
-            p.append(("depth", f"{self.depth} must be >= 1"))
-        a = channel_multiplier(self.activation) if self.activation in ACTIVATIONS else 1
-        if self.family == "idensenet":
-            if self.growth < a:
-                p.append(("growth", f"{self.growth} must be >= {a}"))
-            elif self.growth % a:
-                p.append(("growth", f"{self.growth} must be even for CLipSwish (it doubles the channels)"))
-            if self.fc_growth % a or self.fc_growth < a:
-                p.append(("fc_growth", f"{self.fc_growth} must be a positive multiple of {a}"))
-            if self.fc_width < 1:
-                p.append(("fc_width", f"{self.fc_width} must be >= 1"))
-        else:
-            for name in ("hidden", "fc_hidden"):
-                v = getattr(self, name)
-                if v < a or v % a:
-                    p.append((name, f"{v} must be a positive multiple of {a}"))
-            if not self.toy_hidden or any(v < a or v % a for v in self.toy_hidden):
-                p.append(("toy_hidden", f"{self.toy_hidden} must be positive multiples of {a}"))
-        if len(self.eta_init) != 2:
-            p.append(("eta_init", f"{self.eta_init} must be one value or a pair"))
-        if not 0 < self.lip_coeff < 1:
-            p.append(("lip_coeff", f"{self.lip_coeff} must lie in (0, 1) for invertibility"))
         if not 0 < self.sn_coeff < 1:
             p.append(("sn_coeff", f"{self.sn_coeff} must lie in (0, 1) for invertibility"))
-        if self.lc_start_epoch < 0:
-            p.append(("lc_start_epoch", f"{self.lc_start_epoch} must be >= 0"))
         if self.fc_blocks < 0:
             p.append(("fc_blocks", f"{self.fc_blocks} must be >= 0"))
         if not 0 < self.logit_alpha < 0.5:
@@ -233,28 +187,71 @@ class ModelConfig:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of builtins (lists for tuples), suitable for YAML/JSON."""
-        return plain_dict(self)
+        """Plain dict of builtins (lists for tuples, ``arch`` a nested dict), suitable for YAML/JSON."""
+        return {**plain_dict(self), "arch": self.arch.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming each one."""
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming each one.
+
+        A dict without ``arch`` is the flat layout written before families were nested (every
+        family's fields side by side, as in ``best.yaml`` files and checkpoints of that time); it is
+        read as :func:`model_config` reads flat values."""
+        if "arch" not in data:
+            return model_config(**data)
         unknown = unknown_keys(cls, data)
         if unknown:
             raise ConfigError([(k, "unknown model config key") for k in unknown])
         return cls(**dict(data))
 
     def replace(self, **changes: Any) -> "ModelConfig":
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated again). Architecture fields of the family (such
+        as ``growth``) may be given flat, as in :func:`model_config`; a new ``family`` starts from its
+        own architecture defaults."""
+        shared = {k: v for k, v in changes.items() if k in SHARED_FIELDS or k == "arch"}
+        flat = {k: v for k, v in changes.items() if k not in shared}
+        family = get_family(shared.get("family", self.family))
+        if "arch" not in shared:
+            arch = self.arch if family.name == self.family else family.arch_type()
+            if flat:
+                unknown = sorted(set(flat) - set(family.fields()))
+                if unknown:
+                    raise ConfigError([(k, f"not a field of a {family.name} model") for k in unknown])
+                arch = dataclasses.replace(arch, **flat)
+            shared["arch"] = arch
+        return dataclasses.replace(self, **shared)
 
 
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+#: the fields every family shares (the rest of a model config is its family's ``arch``)
+SHARED_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"arch"}
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def flat_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config dict of either layout (``arch`` nested, or the flat one of older files) as flat
+    values, without validating them."""
+    arch = data.get("arch")
+    if not isinstance(arch, Mapping):
+        return dict(data)
+    return {**{k: v for k, v in data.items() if k != "arch"}, **arch}
+
+
+def model_config(**values: Any) -> ModelConfig:
+    """A :class:`ModelConfig` from flat values: the shared fields, and the architecture fields of the
+    family (``growth``, ``hidden``, ...) side by side. Architecture fields of *other* families are
+    ignored, so the flat values a search space holds for every family describe one model each; a
+    name that is no field of any family is an error."""
+    shared = {k: v for k, v in values.items() if k in SHARED_FIELDS}
+    rest = {k: v for k, v in values.items() if k not in SHARED_FIELDS}
+    unknown = sorted(set(rest) - set(arch_fields()))
+    if unknown:
+        raise ConfigError([(k, "unknown model config key") for k in unknown])
+    try:
+        family = get_family(shared.get("family", ModelConfig.family))
+    except ConfigError:
+        return ModelConfig(**shared)  # reports the family (and anything else wrong with the shared fields)
+    if "arch" not in shared:
+        shared["arch"] = {k: v for k, v in rest.items() if k in family.fields()}
+    return ModelConfig(**shared)
 
 
 def toy_config(**changes: Any) -> ModelConfig:
@@ -262,7 +259,7 @@ def toy_config(**changes: Any) -> ModelConfig:
     LipSwish, depth 3, growth 16, spectral-norm coefficient 0.9, geometric Russian roulette,
     plain backprop through the power series, 5 power iterations after each step."""
     base = dict(
-        family="idensenet",
+        family=IDenseNet.name,
         input_shape=(2,),
         blocks_per_scale=(10,),
         activation="lipswish",
@@ -278,4 +275,4 @@ def toy_config(**changes: Any) -> ModelConfig:
         lc_start_epoch=0,
     )
     base.update(changes)
-    return ModelConfig(**base)
+    return model_config(**base)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .activations import make_activation
-from .config import channel_multiplier
+from .families.base import channel_multiplier
 from .spectral_norm import SpectralNormConv2d, SpectralNormLinear
 
 ETA_OFFSET = 0.1  # η = softplus(K) + 0.1 in the authors' code (not in the paper)

@@ -32,3 +32,7 @@ class UserError(ValueError):
         more = f" (+{len(lines) - 1} more problem(s))" if len(lines) > 1 else ""
         return lines[0] + more if lines else type(self).__name__
 
+
+
+class ConfigError(UserError):
+    """A config that cannot describe a valid model or run; ``problems`` holds (field, message) pairs."""

@@ -16,39 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .dense import DenseConvNet, DenseFCNet, DenseLayer, dense_layers
+from .dense import DenseLayer, dense_layers
 from .iresblock import InvertibleResBlock
 from .layers import ActNorm, Flatten, LogitTransform, Squeeze
 from .logdet import EstimatorSettings
-from .resflow_blocks import ResFlowConvNet, ResFlowMLPNet
 from .spectral_norm import update_lipschitz
 
 LOG_2PI = math.log(2 * math.pi)
-TOY_RESFLOW_LAST_SCALE = 1e-3
-INVERSE_TOL = 1e-10  # the toy Residual Flow divides its last weight by 1000 at init
-
-
-def _conv_net(cfg: ModelConfig, channels: int, hw: tuple[int, int], first: bool) -> nn.Module:
-    if cfg.family == "idensenet":
-        return DenseConvNet(
-            channels, cfg.depth, cfg.growth, cfg.activation, hw, cfg.sn_coeff,
-            cfg.eta_init, cfg.learnable_concat, cfg.lip_coeff,
-        )
-    return ResFlowConvNet(channels, cfg.hidden, cfg.activation, hw, preact=not first, sn_coeff=cfg.sn_coeff)
-
-
-def _vector_net(cfg: ModelConfig, features: int, fc_part: bool) -> nn.Module:
-    """g on flat vectors: the image FC blocks (``fc_part``) or the toy blocks."""
-    if cfg.family == "idensenet":
-        growth = cfg.fc_growth if fc_part else cfg.growth
-        width = cfg.fc_width if fc_part else None
-        return DenseFCNet(
-            features, cfg.depth, growth, cfg.activation, width, cfg.sn_coeff,
-            cfg.eta_init, cfg.learnable_concat, cfg.lip_coeff,
-        )
-    if fc_part:
-        return ResFlowMLPNet(features, (cfg.fc_hidden, cfg.fc_hidden), cfg.activation, cfg.sn_coeff)
-    return ResFlowMLPNet(features, cfg.toy_hidden, cfg.activation, cfg.sn_coeff, TOY_RESFLOW_LAST_SCALE)
+INVERSE_TOL = 1e-10
 
 
 def log_prob_from_output(z: Tensor, logdet: Tensor) -> Tensor:
@@ -85,10 +60,11 @@ class Flow(nn.Module):
         settings = EstimatorSettings.from_config(config)
         steps: list[nn.Module] = []
         cfg = config
+        family = cfg.family_spec  # builds each block's g (model.families)
         if cfg.is_toy:
             (d,) = cfg.input_shape
             for _ in range(cfg.blocks_per_scale[0]):
-                steps.append(InvertibleResBlock(_vector_net(cfg, d, fc_part=False), settings))
+                steps.append(InvertibleResBlock(family.vector_net(cfg, d, fc_part=False), settings))
                 if cfg.actnorm:
                     steps.append(ActNorm(d))
         else:
@@ -98,7 +74,7 @@ class Flow(nn.Module):
             shapes = cfg.scale_shapes()
             for s, (c, h, w) in enumerate(shapes):
                 for b in range(cfg.blocks_per_scale[s]):
-                    net = _conv_net(cfg, c, (h, w), first=(s == 0 and b == 0))
+                    net = family.conv_net(cfg, c, (h, w), first=(s == 0 and b == 0))
                     steps.append(InvertibleResBlock(net, settings))
                     if cfg.actnorm:
                         steps.append(ActNorm(c))
@@ -106,7 +82,7 @@ class Flow(nn.Module):
                     steps.append(Squeeze())
             steps.append(Flatten(shapes[-1]))
             for _ in range(cfg.fc_blocks):
-                steps.append(InvertibleResBlock(_vector_net(cfg, cfg.n_dims, fc_part=True), settings))
+                steps.append(InvertibleResBlock(family.vector_net(cfg, cfg.n_dims, fc_part=True), settings))
                 if cfg.actnorm:
                     steps.append(ActNorm(cfg.n_dims))
         self.steps = nn.ModuleList(steps)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .activations import make_activation
-from .config import channel_multiplier
+from .families.base import channel_multiplier
 from .spectral_norm import SpectralNormConv2d, SpectralNormLinear
 
 

@@ -5,14 +5,14 @@ never builds a model, and never imports Optuna (a proposal only calls the trial 
 from __future__ import annotations
 
 from .budgets import BUDGETS, DEFAULT_TOLERANCE, REFERENCE_CONFIGS, Budget, UnknownBudget, make_budget
-from .count import COUNT_FIELDS, count_parameters
+from .count import count_fields, count_parameters
 from .solver import BudgetError, Solution, growth_table, nearest_width, solve_growth, solved_config
 from .space import FixedTrial, Space, SpaceError, control_trial, fixed_trials_from_file, load_space, shipped_spaces, space_from_dict
 from .suggest import Proposal, fixed_attrs, suggest
 
 __all__ = [
     "BUDGETS", "DEFAULT_TOLERANCE", "REFERENCE_CONFIGS", "Budget", "UnknownBudget", "make_budget",
-    "COUNT_FIELDS", "count_parameters", "BudgetError", "Solution", "growth_table", "nearest_width",
+    "count_fields", "count_parameters", "BudgetError", "Solution", "growth_table", "nearest_width",
     "solve_growth", "solved_config", "FixedTrial", "Space", "SpaceError", "control_trial",
     "fixed_trials_from_file", "load_space", "shipped_spaces", "space_from_dict", "Proposal", "fixed_attrs",
     "suggest",

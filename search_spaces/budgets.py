@@ -13,10 +13,13 @@ the spread of the paper's own "equal budget" models, −0.4% … +1.2%).
 from __future__ import annotations
 
 from dataclasses import dataclass
-
+from importlib import resources
 from typing import Any, Mapping
 
-from model.config import ConfigError, ModelConfig, toy_config
+import yaml
+
+from model.config import ConfigError, ModelConfig, model_config, toy_config
+from model.families import budget_family
 from model.datasets import dataset_info
 from model.errors import UserError
 
@@ -24,27 +27,10 @@ from .count import count_parameters
 
 DEFAULT_TOLERANCE = 0.015
 
-_RESFLOW = dict(family="resflow", activation="lipswish")
-
-#: Residual Flow reference configurations the named budgets count.
+#: Residual Flow reference configurations the named budgets count (``presets/budgets.yaml``).
 REFERENCE_CONFIGS: dict[str, ModelConfig] = {
-    # Residual Flow of the 8.7M comparison (paper Table 1): 4-4-4 blocks, hidden 512, 4 FC blocks
-    "cifar10-small": ModelConfig(**_RESFLOW, input_shape=(3, 32, 32), blocks_per_scale=(4, 4, 4)),
-    # full CIFAR10 Residual Flow (Table 2, 25.2M)
-    "cifar10-full": ModelConfig(**_RESFLOW, input_shape=(3, 32, 32), blocks_per_scale=(16, 16, 16)),
-    # ImageNet32 Residual Flow (Table 2, 47.1M)
-    "imagenet32": ModelConfig(**_RESFLOW, input_shape=(3, 32, 32), blocks_per_scale=(32, 32, 32)),
-    # the toy Residual Flow (§4.1): 10 blocks of 4 hidden layers of 128 on 2-D data
-    "toy": ModelConfig(
-        **_RESFLOW, input_shape=(2,), blocks_per_scale=(10,), toy_hidden=(128, 128, 128, 128),
-        sn_coeff=0.9, actnorm=False, fc_blocks=0,
-    ),
-    # our choice for scikit-learn digits (1×8×8, 17 grey levels; not in the paper): a small Residual
-    # Flow with 2 scales (8×8, then 4×4 after one squeeze) of 2 blocks, hidden 64, FC hidden 64
-    "digits": ModelConfig(
-        **_RESFLOW, input_shape=(1, 8, 8), n_levels=17, blocks_per_scale=(2, 2), hidden=64,
-        fc_hidden=64,
-    ),
+    name: model_config(**values)
+    for name, values in yaml.safe_load((resources.files(__package__) / "presets" / "budgets.yaml").read_text()).items()
 }
 
 #: name -> exact budget (parameters)
@@ -104,14 +90,14 @@ def reference_config(values: Mapping[str, Any], dataset: str | None) -> ModelCon
     """A reference Residual Flow from model fields over the defaults of ``dataset`` (the authors' toy
     model for 2-D data; family ``resflow`` and LipSwish unless given)."""
     info = dataset_info(dataset) if dataset else None
-    base: dict[str, Any] = {"family": "resflow", "activation": "lipswish"}
+    base: dict[str, Any] = {"family": budget_family().name, "activation": "lipswish"}
     if info is not None:
         base["input_shape"] = info.shape
         if info.n_levels is not None:
             base["n_levels"] = info.n_levels
     base.update(values)
     try:
-        return toy_config(**base) if info is not None and info.is_toy else ModelConfig(**base)
+        return toy_config(**base) if info is not None and info.is_toy else model_config(**base)
     except (ConfigError, TypeError) as err:
         lines = err.lines() if isinstance(err, ConfigError) else [str(err)]
         raise UnknownBudget(f"reference config: {'; '.join(lines)}") from None

@@ -16,15 +16,17 @@ from typing import Any, Sequence
 
 import yaml
 
-from model.config import ModelConfig, toy_config
+from model.config import ACTIVATIONS, flat_dict, model_config, toy_config
 from model.datasets import DATASETS
 from model.errors import UserError
+from model.families import arch_fields, family_names
+from model.values import coerce
 
 from .budgets import BUDGETS, DEFAULT_TOLERANCE, REFERENCE_CONFIGS, make_budget
 from .count import count_parameters
 from .dimensions import show
 from .schedule import early_rung_warnings
-from .solver import BudgetError, nearest_width, width_value
+from .solver import BudgetError, nearest_width, with_width
 from .space import load_space, shipped_spaces
 
 EXIT_ERROR = 2
@@ -68,7 +70,7 @@ def cmd_space_list(args: argparse.Namespace) -> int:
     print("budget presets:")
     for name, params in BUDGETS.items():
         ref = REFERENCE_CONFIGS[name]
-        print(f"  {name:14s} {params:>12,}  Residual Flow {'-'.join(map(str, ref.blocks_per_scale))}"
+        print(f"  {name:14s} {params:>12,}  {ref.family} {'-'.join(map(str, ref.blocks_per_scale))}"
               f" on {'x'.join(map(str, ref.input_shape))}")
     return 0
 
@@ -96,24 +98,36 @@ def _read_config_file(path: str) -> dict[str, Any]:
         data = data["model"]  # a run config {"model": {...}, "train": {...}}
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: must hold a mapping of model config fields")
-    return data
+    return flat_dict(data)
 
 
-_FLAG_FIELDS = {
-    "family": "family", "activation": "activation", "depth": "depth", "growth": "growth",
-    "hidden": "hidden", "fc_hidden": "fc_hidden", "fc_growth": "fc_growth", "fc_width": "fc_width",
-    "fc_blocks": "fc_blocks",
-}
+def _arch_flag_fields() -> dict[str, str]:
+    """Every registered family's architecture field -> its kind (``count`` has a flag for each)."""
+    return {name: str(f.type) for name, f in arch_fields().items()}
+
+
+def _flag_value(text: str, kind: str, flag: str) -> Any:
+    """A flag's text as a value of ``kind`` (lists written 4-4-4 or 3,32,32)."""
+    raw: Any = text
+    if kind.startswith("tuple["):
+        raw = [p for p in re.split(r"[-,x]", text.strip()) if p]
+    value, problem = coerce(kind, raw)
+    if problem:
+        raise UserError(f"{flag}: {problem}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The model config of ``count``: defaults (toy defaults for 2-D data), then ``--config``, then
     the flags."""
     values: dict[str, Any] = _read_config_file(args.config) if args.config else {}
-    for flag, field in _FLAG_FIELDS.items():
-        v = getattr(args, flag)
+    for field in ("family", "activation", "fc_blocks"):
+        if getattr(args, field) is not None:
+            values[field] = getattr(args, field)
+    for field, kind in _arch_flag_fields().items():
+        v = getattr(args, field, None)
         if v is not None:
-            values[field] = v
+            values[field] = v if kind == "bool" else _flag_value(v, kind, "--" + field.replace("_", "-"))
     if args.dataset:
         key = args.dataset.lower()
         if key not in DATASETS:
@@ -126,16 +140,12 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
         values["input_shape"] = _ints(args.input_shape, "--input-shape")
     if args.blocks:
         values["blocks_per_scale"] = _ints(args.blocks, "--blocks")
-    if args.toy_hidden:
-        values["toy_hidden"] = _ints(args.toy_hidden, "--toy-hidden")
-    if args.lc is not None:
-        values["learnable_concat"] = args.lc
     if args.actnorm is not None:
         values["actnorm"] = args.actnorm
     shape = values.get("input_shape")
     toy = shape is not None and len(tuple(shape)) == 1
     try:
-        return toy_config(**values) if toy else ModelConfig.from_dict(values)
+        return toy_config(**values) if toy else model_config(**values)
     except TypeError as e:
         raise UserError(f"config: {e}") from None
 
@@ -149,7 +159,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         budget = make_budget(args.budget, args.tolerance)
         if args.solve:
             sol = nearest_width(cfg, budget.params, budget.tolerance)
-            cfg = cfg.replace(**{sol.field: width_value(sol.field, sol.width, len(cfg.toy_hidden))})
+            cfg = with_width(cfg, sol.width)
             if not sol.feasible:
                 raise BudgetError(f"no {sol.field} fits {budget.describe()}: nearest {sol.nearest_text()}")
     count = count_parameters(cfg)
@@ -160,11 +170,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(json.dumps(out))
         return 0
     summary = (f"{cfg.family}, {cfg.activation}, input {'x'.join(map(str, cfg.input_shape))}, "
-               f"blocks {'-'.join(map(str, cfg.blocks_per_scale))}")
-    if cfg.family == "idensenet":
-        summary += f", depth {cfg.depth}, growth {cfg.growth}, LC {'on' if cfg.learnable_concat else 'off'}"
-    else:
-        summary += f", hidden {cfg.hidden}"
+               f"blocks {'-'.join(map(str, cfg.blocks_per_scale))}, {cfg.family_spec.label(cfg.arch, cfg.is_toy)}")
     print(summary)
     print(f"parameters: {count:,}")
     if args.budget is not None:
@@ -207,21 +213,20 @@ def register(subparsers: Any) -> None:
 
     c = subparsers.add_parser("count", help="exact parameter count of a model config (no building)")
     c.add_argument("--config", help="YAML/JSON file of model config fields (or a trial config with 'model:')")
-    c.add_argument("--family", choices=("idensenet", "resflow"))
-    c.add_argument("--activation", choices=("lipswish", "clipswish", "leakylswish"))
-    c.add_argument("--depth", type=int)
-    c.add_argument("--growth", type=int)
-    c.add_argument("--hidden", type=int, help="Residual Flow conv hidden width")
-    c.add_argument("--fc-hidden", dest="fc_hidden", type=int)
-    c.add_argument("--fc-growth", dest="fc_growth", type=int)
-    c.add_argument("--fc-width", dest="fc_width", type=int)
+    c.add_argument("--family", choices=family_names())
+    c.add_argument("--activation", choices=ACTIVATIONS)
     c.add_argument("--fc-blocks", dest="fc_blocks", type=int)
     c.add_argument("--blocks", help="blocks per scale, e.g. 4-4-4 (toy: 10)")
     c.add_argument("--input-shape", dest="input_shape", help="e.g. 3,32,32 or 1,8,8 or 2")
     c.add_argument("--dataset", help=f"sets the input shape: {', '.join(DATASETS)}")
-    c.add_argument("--toy-hidden", dest="toy_hidden", help="toy Residual Flow widths, e.g. 128-128-128-128")
-    c.add_argument("--lc", dest="lc", action="store_true", default=None, help="learnable concatenation on")
-    c.add_argument("--no-lc", dest="lc", action="store_false", help="learnable concatenation off")
+    arch = c.add_argument_group("architecture fields (of the model's family; lists as 4-4-4)")
+    for field, kind in _arch_flag_fields().items():
+        flag = "--" + field.replace("_", "-")
+        if kind == "bool":
+            arch.add_argument(flag, dest=field, action="store_true", default=None)
+            arch.add_argument("--no-" + flag[2:], dest=field, action="store_false")
+        else:
+            arch.add_argument(flag, dest=field, metavar=kind.split("[")[0].upper())
     c.add_argument("--actnorm", dest="actnorm", action="store_true", default=None)
     c.add_argument("--no-actnorm", dest="actnorm", action="store_false")
     c.add_argument("--budget", help=f"preset ({', '.join(BUDGETS)}) or a number: print the deviation")

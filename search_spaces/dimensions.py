@@ -5,8 +5,8 @@ A dimension is categorical (``choices``), an integer or float range (``low``..``
 §3.3), one value shared by both or one each. Choices Optuna cannot hold (lists such as
 ``blocks_per_scale``) are encoded as text (``"4-4-4"``) and decoded on the way back.
 
-i-DenseNet fields are not drawn for a Residual Flow proposal when ``family`` is searched (a
-conditional space), nor Residual Flow widths for an i-DenseNet.
+When ``family`` is searched the space is conditional: a proposal draws only the architecture fields
+of its own family (an i-DenseNet's depth is not drawn for a Residual Flow).
 """
 
 from __future__ import annotations
@@ -15,68 +15,20 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .count import COUNT_FIELDS
+from model.config import SHARED_FIELDS
+from model.families import get_family
+from model.values import as_number, coerce, is_whole
 
-#: fields that only an i-DenseNet has, and only a Residual Flow has
-IDENSENET_ONLY = frozenset({"depth", "growth", "fc_growth", "fc_width", "learnable_concat", "eta_init",
-                            "lc_start_epoch", "lip_coeff"})
-RESFLOW_ONLY = frozenset({"hidden", "fc_hidden", "toy_hidden"})
+from .count import count_fields
+
 RANGE_KEYS = {"low", "high", "log", "step"}
 
 
 # ---------------------------------------------------------------------------------- values
-def is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def as_float(v: Any) -> float | None:
-    """A number (YAML reads ``1e-3`` as a string, so numeric strings count too), else None."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
-
-
-def normalise(kind: str, value: Any) -> tuple[Any, str | None]:
-    """(value in canonical form, problem or None) for a value of type ``kind`` (a ModelConfig
-    annotation string, or "float"/"int" for training values)."""
-    if kind == "str":
-        return (value, None) if isinstance(value, str) else (None, f"{value!r} is not a string")
-    if kind == "int":
-        return (value, None) if is_int(value) else (None, f"{value!r} is not an integer")
-    if kind == "int | None":
-        return (value, None) if value is None or is_int(value) else (None, f"{value!r} is not an integer or null")
-    if kind == "float":
-        f = as_float(value)
-        return (f, None) if f is not None else (None, f"{value!r} is not a number")
-    if kind == "bool":
-        return (value, None) if isinstance(value, bool) else (None, f"{value!r} is not true/false")
-    if kind == "tuple[int, ...]":
-        if isinstance(value, (list, tuple)) and value and all(is_int(v) for v in value):
-            return tuple(value), None
-        return None, f"{value!r} is not a non-empty list of integers"
-    if kind == "tuple[float, float]":
-        f = as_float(value)
-        if f is not None:
-            return (f, f), None
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            pair = [as_float(v) for v in value]
-            if all(p is not None for p in pair):
-                return (pair[0], pair[1]), None
-        return None, f"{value!r} is not a number or a pair of numbers"
-    return value, None
-
-
 def encode(value: Any) -> Any:
     """An Optuna categorical choice for ``value`` (Optuna takes None/bool/int/float/str only)."""
     if isinstance(value, tuple):
-        if all(is_int(v) for v in value):
+        if all(is_whole(v) for v in value):
             return "-".join(str(v) for v in value)
         return json.dumps(list(value))
     return value
@@ -117,14 +69,11 @@ class Dimension:
     @property
     def counts(self) -> bool:
         """True when the dimension changes the parameter count."""
-        return self.target == "model" and self.name in COUNT_FIELDS
+        return self.target == "model" and self.name in count_fields()
 
     def applies_to(self, family: str) -> bool:
-        """False for an i-DenseNet-only field of a Residual Flow, or the other way round."""
-        if self.target != "model":
-            return True
-        return not (family == "resflow" and self.name in IDENSENET_ONLY
-                    or family == "idensenet" and self.name in RESFLOW_ONLY)
+        """False for an architecture field that ``family`` does not have."""
+        return self.target != "model" or self.name in SHARED_FIELDS or self.name in get_family(family).fields()
 
     def params_for(self, value: Any) -> dict[str, Any]:
         """The Optuna parameters that make :meth:`suggest` return ``value`` (for an enqueued trial);
@@ -138,7 +87,7 @@ class Dimension:
             if not all(self.low <= v <= self.high for v in pair) or (self.shared and pair[0] != pair[1]):
                 return {}
             return dict(zip(self.param_names, pair[:1] if self.shared else pair))
-        number = as_float(value)
+        number = as_number(value)
         if number is None or not self.low <= number <= self.high:
             return {}
         if self.kind == "int":
@@ -204,7 +153,7 @@ def parse_dimension(
             return None
         values, ok = [], True
         for i, c in enumerate(choices):
-            v, problem = normalise(kind, c)
+            v, problem = coerce(kind, c)
             if problem:
                 err(f"{path}.choices[{i}]", problem)
                 ok = False
@@ -229,7 +178,7 @@ def parse_dimension(
     if "low" not in spec or "high" not in spec:
         err(path, "a range needs both 'low' and 'high'")
         return None
-    num = is_int if range_kind == "int" else (lambda v: as_float(v) is not None)
+    num = is_whole if range_kind == "int" else (lambda v: as_number(v) is not None)
     bad = False
     for key in ("low", "high"):
         if not num(spec[key]):
@@ -242,7 +191,7 @@ def parse_dimension(
     if not isinstance(shared, bool):
         err(f"{path}.shared", f"{shared!r} is not true/false")
         bad = True
-    if step is not None and (not num(step) or as_float(step) <= 0 or range_kind == "eta"):
+    if step is not None and (not num(step) or as_number(step) <= 0 or range_kind == "eta"):
         err(f"{path}.step", f"{step!r} must be a positive {'integer' if range_kind == 'int' else 'number'}"
                             + (" (no step for eta_init)" if range_kind == "eta" else ""))
         bad = True
@@ -250,8 +199,8 @@ def parse_dimension(
         return None
     low, high = spec["low"], spec["high"]
     if range_kind != "int":
-        low, high = float(as_float(low)), float(as_float(high))
-        step = float(as_float(step)) if step is not None else None
+        low, high = float(as_number(low)), float(as_number(high))
+        step = float(as_number(step)) if step is not None else None
     if low >= high:
         err(path, f"low {low} must be below high {high}")
         return None

@@ -5,9 +5,9 @@ h = k/a (k the growth of the dense layers, eq. 4-5; a = 2 for CLipSwish, eq. 11,
 P(h) = α·h² + β·h + γ with α, β > 0 integers read off three exact counts (second differences).
 P is strictly increasing in h, so the closest achievable count lies at ⌊h*⌋ or ⌈h*⌉ of the real
 root of P(h) = B; both neighbours are evaluated exactly, and the nearer one wins (ties: the smaller
-width). For a Residual Flow the solved width is the hidden width H = a·h of its conv blocks, and for
-a toy Residual Flow the common width of its hidden layers (``toy_hidden = (w, …, w)``, the same
-number of layers), whose count is quadratic in w as well.
+width). Every family names the width the solver sets (:meth:`model.families.Family.width_field`;
+for a Residual Flow the hidden width H = a·h of its conv blocks, or on toy data the common width of
+its hidden layers) and its count must be a quadratic in it.
 
 Results (CLipSwish, LC, budgets from :mod:`search_spaces.budgets`; tests/test_solver.py):
 
@@ -23,36 +23,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
-from model.config import ModelConfig, channel_multiplier
+from model.families import channel_multiplier
+from model.config import ModelConfig
 from model.errors import UserError
+from model.families import get_family
 
 from .budgets import DEFAULT_TOLERANCE
-from .count import Arch, arch_of, count_arch
+from .count import Arch, arch_from_values, arch_of, count_arch
 
 
 class BudgetError(UserError):
     """No width brings the model within the tolerance of the budget; names the nearest counts."""
 
 
-def width_field(family: str, toy: bool = False) -> str:
-    """The field the solver sets: ``growth`` for i-DenseNet, ``hidden`` for a Residual Flow on images,
-    ``toy_hidden`` (all hidden layers alike) for a toy Residual Flow."""
-    if family == "idensenet":
-        return "growth"
-    return "toy_hidden" if toy else "hidden"
-
-
-def width_value(field: str, width: int, layers: int) -> int | tuple[int, ...]:
-    """The config value of a solved width (``layers`` hidden layers of ``width`` for ``toy_hidden``)."""
-    return (width,) * layers if field == "toy_hidden" else width
-
-
 @dataclass(frozen=True)
 class Solution:
     """The solved width of one configuration and how well it meets the budget."""
 
-    field: str  # "growth" or "hidden"
+    field: str  # the family's width field, e.g. "growth" or "hidden"
     width: int
     count: int
     budget: int
@@ -85,12 +75,12 @@ def solve_arch(arch: Arch, budget: int, tolerance: float = DEFAULT_TOLERANCE) ->
     The count is a quadratic in the width h, P(h) = αh² + βh + γ (each weight's size is a product
     of at most two widths), so three exact counts give α, β, γ and the root of P(h) = budget; the
     integer widths either side of it are counted exactly and the closer one is kept."""
-    field = width_field(arch.family, len(arch.input_shape) == 1)
+    family = get_family(arch.family)
+    field = family.width_field(arch.toy)
     a = channel_multiplier(arch.activation)
-    layers = len(arch.toy_hidden)
 
     def p(h: int) -> int:
-        return count_arch(arch._replace(**{field: width_value(field, a * h, layers)}))
+        return count_arch(arch._replace(arch=family.with_width(arch.arch, a * h, arch.toy)))
 
     c1, c2, c3 = p(1), p(2), p(3)
     alpha2 = c3 - 2 * c2 + c1  # 2α
@@ -121,7 +111,7 @@ def solve_arch(arch: Arch, budget: int, tolerance: float = DEFAULT_TOLERANCE) ->
 
 
 def nearest_width(cfg: ModelConfig, budget: int, tolerance: float = DEFAULT_TOLERANCE) -> Solution:
-    """The width (growth, or hidden for a Residual Flow) whose count is closest to ``budget``, with
+    """The width (the family's width field) whose count is closest to ``budget``, with
     ``cfg``'s other fields fixed; never raises for being out of tolerance (see ``.feasible``)."""
     return solve_arch(arch_of(cfg), budget, tolerance)
 
@@ -131,7 +121,7 @@ def solve_growth(cfg: ModelConfig, budget: int, tolerance: float = DEFAULT_TOLER
     sol = nearest_width(cfg, budget, tolerance)
     if not sol.feasible:
         raise BudgetError(
-            f"no {sol.field} fits {budget:,} ±{100 * tolerance:g}% at depth {cfg.depth}, "
+            f"no {sol.field} fits {budget:,} ±{100 * tolerance:g}% for this {cfg.family} model, "
             f"{cfg.activation}, blocks {'-'.join(map(str, cfg.blocks_per_scale))}: nearest "
             f"{sol.nearest_text()}"
         )
@@ -141,7 +131,12 @@ def solve_growth(cfg: ModelConfig, budget: int, tolerance: float = DEFAULT_TOLER
 def solved_config(cfg: ModelConfig, budget: int, tolerance: float = DEFAULT_TOLERANCE) -> ModelConfig:
     """``cfg`` with its width replaced by the solved one (raises :class:`BudgetError`)."""
     sol = solve_growth(cfg, budget, tolerance)
-    return cfg.replace(**{sol.field: width_value(sol.field, sol.width, len(cfg.toy_hidden))})
+    return with_width(cfg, sol.width)
+
+
+def with_width(cfg: ModelConfig, width: int) -> ModelConfig:
+    """``cfg`` with its family's width field set to ``width``."""
+    return cfg.replace(arch=cfg.family_spec.with_width(cfg.arch, width, cfg.is_toy))
 
 
 def growth_table(
@@ -149,3 +144,16 @@ def growth_table(
 ) -> list[tuple[int, Solution]]:
     """(depth, nearest solution) for each depth, all other fields of ``cfg`` fixed."""
     return [(d, nearest_width(cfg.replace(depth=d), budget, tolerance)) for d in depths]
+
+
+def with_width_values(values: Mapping[str, Any], width: int, family: str | None = None) -> dict[str, Any]:
+    """Flat model values with the width field of ``family`` (default: their own) set to ``width``."""
+    arch = arch_from_values({**values, "family": family or values["family"]})
+    spec = get_family(arch.family)
+    field = spec.width_field(arch.toy)
+    return {**values, field: getattr(spec.with_width(arch.arch, width, arch.toy), field)}
+
+
+def width_field_of(values: Mapping[str, Any], family: str | None = None) -> str:
+    """The width field the solver sets for flat model values (of ``family``, default their own)."""
+    return get_family(family or values["family"]).width_field(len(values["input_shape"]) == 1)

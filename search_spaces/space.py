@@ -43,25 +43,35 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from model.config import FAMILIES, ConfigError, ModelConfig, toy_config
+from model.config import SHARED_FIELDS, ConfigError, ModelConfig, flat_dict, model_config, toy_config
+from model.families import arch_fields, budget_family, family_names, get_family
 from model.datasets import DATASETS, TOY_SETS
 from model.errors import UserError
 from model.train_config import SEARCHABLE as TRAIN_SEARCHABLE
 from model.train_config import TrainConfig
+from model.values import as_number, coerce, field_kinds, is_whole
 
 from .budgets import BUDGETS, DEFAULT_TOLERANCE, Budget, UnknownBudget, make_budget
-from .count import COUNT_FIELDS, Arch, count_parameters
-from .dimensions import RESFLOW_ONLY, Dimension, as_float, is_int, normalise, parse_dimension, show
-from .solver import Solution, solve_arch, width_field, width_value
+from .count import arch_from_values, count_fields, count_parameters, count_values, flat_values
+from .dimensions import Dimension, parse_dimension, show
+from .solver import Solution, solve_arch, width_field_of, with_width_values
 
 TOP_KEYS = ("name", "description", "dataset", "budget", "tolerance", "model", "search", "train", "schedule",
             "baselines", "enqueue", "budgets", "follow_reference")
 #: model fields a scaling study may copy from each budget's reference Residual Flow (``follow_reference:``)
 FOLLOWABLE = ("blocks_per_scale", "fc_blocks")
 MAX_COMBINATIONS = 5000
-CONTROL = "resflow"  # the baselines entry that names the budget's own Residual Flow
 
-_FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(ModelConfig)}
+
+def model_field_kinds() -> dict[str, str]:
+    """Kind of every model field a space may set: the shared ones and every registered family's."""
+    shared = {k: v for k, v in field_kinds(ModelConfig).items() if k in SHARED_FIELDS}
+    return {**shared, **{name: str(f.type) for name, f in arch_fields().items()}}
+
+
+def control_name() -> str:
+    """The ``baselines`` entry that names the budget's own model: the budget family's name."""
+    return budget_family().name
 
 
 class SpaceError(UserError):
@@ -149,11 +159,10 @@ class Space:
         """Complete ModelConfig values for an assignment of model dimensions, width solved."""
         values = {**self.base, **{k: v for k, v in assignment.items() if k in self.base}}
         sol = self.solution(assignment)
-        values[sol.field] = width_value(sol.field, sol.width, len(values["toy_hidden"]))
-        return values
+        return with_width_values(values, sol.width)
 
     def model_config(self, assignment: Mapping[str, Any]) -> ModelConfig:
-        return ModelConfig(**self.model_values(assignment))
+        return model_config(**self.model_values(assignment))
 
     def train_config(self, values: Mapping[str, Any] | None = None) -> TrainConfig:
         """The space's train values (and ``values`` over them) on its data set."""
@@ -191,12 +200,12 @@ class Space:
 
 
 def _solve(values: Mapping[str, Any], budget: Budget) -> Solution:
-    return solve_arch(Arch(*(values[f] for f in COUNT_FIELDS)), budget.params, budget.tolerance)
+    return solve_arch(arch_from_values(values), budget.params, budget.tolerance)
 
 
 def _config_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     try:
-        ModelConfig(**values)
+        model_config(**values)
     except ConfigError as e:
         return e.problems
     return []
@@ -275,7 +284,7 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
     info = DATASETS.get(dataset)
 
     tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
-    tol = as_float(tolerance)
+    tol = as_number(tolerance)
     if tol is None or not 0 < tol < 1:
         err("tolerance", f"{tolerance!r} must be a relative tolerance in (0, 1), e.g. 0.015")
         tol = DEFAULT_TOLERANCE
@@ -290,34 +299,36 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
 
     # defaults: the authors' toy or image model, with the data set's shape
     toy = dataset in TOY_SETS
-    base: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in (toy_config() if toy else ModelConfig()).to_dict().items()
-    }
+    base: dict[str, Any] = flat_values(toy_config() if toy else ModelConfig())
     if info is not None:
         base["input_shape"] = info.shape
         if info.n_levels is not None:
             base["n_levels"] = info.n_levels
-    if budget is not None and budget.reference is not None:  # searched Residual Flows take its layout
-        base.update({f: getattr(budget.reference, f) for f in RESFLOW_ONLY})
+    if budget is not None and budget.reference is not None:  # searched models of its family take its layout
+        ref = budget.reference
+        base.update({f: getattr(ref.arch, f) for f in ref.family_spec.fields()})
     model_raw, search_raw, train_raw = (_section(data, k, dict, err) for k in ("model", "search", "train"))
 
-    # the widths the solver sets: growth (i-DenseNet), hidden / toy_hidden (Residual Flow)
+    # the widths the solver sets (each family's width field, e.g. growth or hidden)
     fam_spec = search_raw.get("family", model_raw.get("family", base["family"]))
     fam_values = fam_spec.get("choices") if isinstance(fam_spec, Mapping) else [fam_spec]
-    fams = [f for f in fam_values if f in FAMILIES] if isinstance(fam_values, list) else []
-    solved = {width_field(f, toy) for f in fams} or {"growth"}
+    fams = [f for f in fam_values if f in family_names()] if isinstance(fam_values, list) else []
+    fams = fams or [base["family"]]
+    solved = {width_field_of(base, f) for f in fams}
+    kinds = model_field_kinds()
+    counting = count_fields()
 
     # ---- pass 1: structure and types
     fixed: dict[str, tuple[Any, str]] = {}  # field -> (value, key path)
     for key, value in model_raw.items():
         path = f"model.{key}"
-        if key not in _FIELD_TYPES:
+        if key not in kinds:
             err(path, "unknown model config field")
             continue
-        v, problem = normalise(_FIELD_TYPES[key], value)
+        v, problem = coerce(kinds[key], value)
         if problem:
             err(path, problem)
-            count_ok = count_ok and key not in COUNT_FIELDS
+            count_ok = count_ok and key not in counting
         elif key in solved:
             err(path, f"{key} is solved from the budget; remove it")
         else:
@@ -333,8 +344,8 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
         path = f"search.{key}"
         if key in TRAIN_SEARCHABLE:
             target, kind = "train", TRAIN_SEARCHABLE[key]
-        elif key in _FIELD_TYPES:
-            target, kind = "model", _FIELD_TYPES[key]
+        elif key in kinds:
+            target, kind = "model", kinds[key]
         else:
             err(path, f"unknown dimension; a model config field or one of {', '.join(TRAIN_SEARCHABLE)}")
             continue
@@ -348,10 +359,10 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
             if target == "train":
                 train[key], train_paths[key] = spec, path
                 continue
-            v, problem = normalise(kind, spec)
+            v, problem = coerce(kind, spec)
             if problem:
                 err(path, problem)
-                count_ok = count_ok and key not in COUNT_FIELDS
+                count_ok = count_ok and key not in counting
             else:
                 fixed[key] = (v, path)
             continue
@@ -360,7 +371,7 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
             continue
         dim = parse_dimension(key, kind, target, spec, path, err)
         if dim is None:
-            count_ok = count_ok and key not in COUNT_FIELDS
+            count_ok = count_ok and key not in counting
         elif dim.counts and dim.kind not in ("categorical", "int"):
             err(path, f"{key} changes the parameter count; give 'choices' or an integer range")
             count_ok = False
@@ -374,8 +385,8 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
 
     # ---- pass 2: each fixed value and each searched value against the config rules
     defaults = {s: base[s] for s in solved}
-    for s in solved:  # a placeholder valid for every activation until the width is solved
-        base[s] = width_value(s, 2, len(base["toy_hidden"]))
+    for f in fams:  # a placeholder valid for every activation until the width is solved
+        base = with_width_values(base, 2, f)
     model_dims = [d for d in dims if d.target == "model"]
     reference = {**base, **{k: v for k, (v, _) in fixed.items()}, **{d.name: d.representatives()[0] for d in model_dims}}
     for key, (value, path) in fixed.items():
@@ -390,7 +401,7 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
             if not found:
                 base[key] = value
                 continue
-        count_ok = count_ok and key not in COUNT_FIELDS
+        count_ok = count_ok and key not in counting
     good_dims: list[Dimension] = []  # for pass 3: count dimensions keep only their valid values
     for d in dims:
         if d.target == "train":
@@ -456,10 +467,10 @@ def _schedule(raw: Any, err: Any) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        if key == "grace_period" and is_int(value) and value >= 1:
+        if key == "grace_period" and is_whole(value) and value >= 1:
             out[key] = value
-        elif key == "reduction_factor" and as_float(value) is not None and as_float(value) > 1:
-            out[key] = as_float(value)
+        elif key == "reduction_factor" and as_number(value) is not None and as_number(value) > 1:
+            out[key] = as_number(value)
         elif key in ("grace_period", "reduction_factor"):
             err(f"schedule.{key}", f"{value!r} must be {'a whole number >= 1' if key == 'grace_period' else '> 1'}")
         else:
@@ -506,7 +517,7 @@ def _check_combinations(
             err(where, f"{prefix}no {sol.field} within ±{100 * budget.tolerance:g}% of {budget.params:,}; "
                        f"nearest {sol.nearest_text()}")
             continue
-        for key, msg in _config_problems({**values, sol.field: width_value(sol.field, sol.width, len(values["toy_hidden"]))}):
+        for key, msg in _config_problems(with_width_values(values, sol.width)):
             err(where, f"{prefix}{key}: {msg}")
 
 
@@ -516,7 +527,7 @@ def fixed_trial(space: Space, role: str, label: str, model: Mapping[str, Any], t
     """A :class:`FixedTrial` of ``space``: ``model`` over the space's fixed values (width solved when
     not given), within the budget's tolerance; ``params`` for an enqueued trial's searched values."""
     where = where or label
-    unknown = sorted(set(model) - set(_FIELD_TYPES))
+    unknown = sorted(set(model) - set(model_field_kinds()))
     if unknown:
         raise SpaceError([(where, f"unknown model config field(s) {', '.join(unknown)}")])
     bad_train = sorted(set(train) - set(TRAIN_SEARCHABLE))
@@ -525,12 +536,11 @@ def fixed_trial(space: Space, role: str, label: str, model: Mapping[str, Any], t
                                   f"between trials ({', '.join(bad_train)})")])
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in model.items()}
     values = {**space.base, **given}
-    fld = width_field(values["family"], len(values["input_shape"]) == 1)
+    fld = width_field_of(values)
     if fld not in given:
-        sol = _solve(values, space.budget)
-        values[fld] = width_value(fld, sol.width, len(values["toy_hidden"]))
+        values = with_width_values(values, _solve(values, space.budget).width)
     try:
-        cfg = ModelConfig(**values)
+        cfg = model_config(**values)
     except ConfigError as e:
         raise SpaceError([(where, line) for line in e.lines()]) from None
     count = count_parameters(cfg)
@@ -557,10 +567,10 @@ def control_trial(space: Space) -> FixedTrial:
     LipSwish Residual Flow of the space's shape with its width solved."""
     ref = space.budget.reference
     if ref is not None:
-        model = {f: getattr(ref, f) for f in COUNT_FIELDS}
+        model = count_values(ref)
     else:
-        model = {"family": "resflow", "activation": "lipswish"}
-    return fixed_trial(space, "control", CONTROL, model, {}, "baselines: resflow")
+        model = {"family": control_name(), "activation": "lipswish"}
+    return fixed_trial(space, "control", control_name(), model, {}, f"baselines: {control_name()}")
 
 
 def _fixed_entries(space: Space, raw: Any, key: str, err: Any) -> list[FixedTrial]:
@@ -573,12 +583,12 @@ def _fixed_entries(space: Space, raw: Any, key: str, err: Any) -> list[FixedTria
     for i, entry in enumerate(raw):
         path = f"{key}[{i}]"
         try:
-            if key == "baselines" and entry == CONTROL:
+            if key == "baselines" and entry == control_name():
                 out.append(control_trial(space))
                 continue
             if not isinstance(entry, Mapping) or set(entry) - {"label", "model", "train"} or not isinstance(
                     entry.get("model", {}), Mapping) or not isinstance(entry.get("train", {}), Mapping):
-                err(path, f"must be {CONTROL!r} or a mapping of label, model, train" if key == "baselines"
+                err(path, f"must be {control_name()!r} or a mapping of label, model, train" if key == "baselines"
                           else "must be a mapping of label, model, train")
                 continue
             role = "baseline" if key == "baselines" else "enqueued"
@@ -604,7 +614,7 @@ def fixed_trials_from_file(space: Space, path: str) -> list[FixedTrial]:
     except yaml.YAMLError as e:
         raise UserError([("--enqueue", f"{path} is not valid YAML ({getattr(e, 'problem', e)})")]) from None
     if isinstance(doc, Mapping) and "configs" in doc:  # a best.yaml
-        entries = [{"label": f"{doc.get('space', 'best')}#{e.get('rank')}", "model": (e.get("run") or {}).get("model", {}),
+        entries = [{"label": f"{doc.get('space', 'best')}#{e.get('rank')}", "model": flat_dict((e.get("run") or {}).get("model", {})),
                     "train": {k: v for k, v in ((e.get("run") or {}).get("train") or {}).items() if k in TRAIN_SEARCHABLE}}
                    for e in doc["configs"] or []]
     elif isinstance(doc, list):

@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from model.config import ModelConfig
+from model.config import model_config
 from model.run_config import RunConfig
 
 from .count import count_parameters
-from .solver import width_field, width_value
+from .solver import width_field_of, with_width_values
 from .space import FixedTrial, Space
 
 CONSTRAINT_KEY = "param_budget"
@@ -63,16 +63,15 @@ def suggest(space: Space, trial: Any) -> Proposal:
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in model_set.items()}
     if given:  # a fixed trial's own choices may lie outside the file's combinations: solve for them
         values = {**space.base, **assignment, **given}
-        fld = width_field(values["family"], len(values["input_shape"]) == 1)
-        if fld not in given:
-            values[fld] = width_value(fld, space.solve(values).width, len(values["toy_hidden"]))
+        if width_field_of(values) not in given:
+            values = with_width_values(values, space.solve(values).width)
     else:
         values = space.model_values(assignment)
-        fld = width_field(values["family"], len(values["input_shape"]) == 1)
-    cfg = ModelConfig(**values)
+    cfg = model_config(**values)
     count = count_parameters(cfg)
     deviation = space.budget.deviation(count)
-    width = values[fld][0] if fld == "toy_hidden" else values[fld]
+    fld = cfg.family_spec.width_field(cfg.is_toy)
+    width = cfg.family_spec.width_of(cfg.arch, cfg.is_toy)
     trial.set_user_attr("param_count", count)
     trial.set_user_attr("budget_deviation", deviation)
     trial.set_user_attr("param_budget", space.budget.params)

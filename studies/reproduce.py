@@ -21,19 +21,17 @@ import math
 import os
 import sys
 import time
+from importlib import resources
 from typing import Any
 
-#: Table 1 of the paper, test NLL in nats (circles, checkerboard, moons)
-PAPER_NLL = {
-    "resflow": {"circles": 3.44, "checkerboard": 3.81, "moons": 2.60},
-    "idensenet": {"circles": 3.32, "checkerboard": 3.68, "moons": 2.39},
-    "idensenet-lc": {"circles": 3.30, "checkerboard": 3.66, "moons": 2.39},
-}
-MODELS = ("resflow", "idensenet", "idensenet-lc", "resflow-matched")
+import yaml
+
+#: the models, their labels and the paper's Table 1 (test NLL in nats), from ``reproduce-toy.yaml``
+TABLE = yaml.safe_load((resources.files(__package__) / "reproduce-toy.yaml").read_text(encoding="utf-8"))
+MODELS = tuple(TABLE["models"])
 DATA = ("circles", "checkerboard", "moons")
-LABELS = {"resflow": "Residual Flow", "idensenet": "i-DenseNet", "idensenet-lc": "i-DenseNet+LC",
-          "resflow-matched": "Residual Flow,\nat i-DenseNet+LC's count"}
-MATCH_TOLERANCE = 0.03
+LABELS = {name: entry["label"] for name, entry in TABLE["models"].items()}
+PAPER_NLL = {name: entry["paper_nll"] for name, entry in TABLE["models"].items() if "paper_nll" in entry}
 
 
 def model_config(name: str):
@@ -42,15 +40,11 @@ def model_config(name: str):
     from search_spaces.count import count_parameters
     from search_spaces.solver import solved_config
 
-    if name == "resflow":
-        return toy_config(family="resflow")
-    if name == "idensenet":
-        return toy_config(learnable_concat=False)
-    if name == "idensenet-lc":
-        return toy_config()
-    if name == "resflow-matched":
-        return solved_config(toy_config(family="resflow"), count_parameters(toy_config()), MATCH_TOLERANCE)
-    raise KeyError(name)
+    entry = TABLE["models"][name]
+    cfg = toy_config(**entry["model"])
+    if "match" in entry:
+        cfg = solved_config(cfg, count_parameters(model_config(entry["match"])), TABLE["match_tolerance"])
+    return cfg
 
 
 def run_one(name: str, data: str, iterations: int, seed: int, grid: int = 80) -> dict[str, Any]:
@@ -63,7 +57,7 @@ def run_one(name: str, data: str, iterations: int, seed: int, grid: int = 80) ->
 
     torch.set_num_threads(1)
     cfg = model_config(name)
-    hold = default_lc_hold(iterations) if cfg.learnable_concat and cfg.family == "idensenet" else 0
+    hold = default_lc_hold(iterations) if getattr(cfg.arch, "learnable_concat", False) else 0
     model, result = train_toy(cfg, data, iterations, lc_hold=hold, seed=seed)
     return {"data": data, "model": name, "seed": seed, "parameters": model.num_parameters(),
             "iterations": iterations, "test_nll": result.test_nll,

@@ -35,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+from importlib import resources
 from typing import Any
 
 import yaml
@@ -45,8 +46,8 @@ from sweeper.settings import SETTINGS_FILE, score_label
 from sweeper.storage import Location, experiment_location
 
 SCALING_FILE, SCALING_CSV, SCALING_PARQUET, SCALING_PNG = "scaling.json", "scaling.csv", "scaling.parquet", "scaling.png"
-#: paper Table 3 / Table 6 (CLipSwish), test bpd: (parameters, Residual Flow, i-DenseNet)
-PAPER_CIFAR10 = [(8_700_000, 3.38, 3.37), (25_000_000, 3.28, 3.25)]
+#: published points by data set and family, [parameters, test bpd] (``scaling-paper.yaml``)
+PAPER_POINTS = yaml.safe_load((resources.files(__package__) / "scaling-paper.yaml").read_text(encoding="utf-8"))
 SEARCHABLE_CHOICES = ("depth", "activation", "blocks_per_scale")
 
 
@@ -65,7 +66,7 @@ def scaled_reference(space_data: dict[str, Any], budget: Any) -> dict[str, Any] 
     or a mapping (a reference config) as given; a number: the space's reference with the width whose
     count is nearest it."""
     from search_spaces.budgets import REFERENCE_CONFIGS, UnknownBudget, resolve_budget
-    from search_spaces.solver import nearest_width, width_value
+    from search_spaces.solver import nearest_width, with_width
 
     if isinstance(budget, dict):
         return dict(budget)
@@ -83,7 +84,7 @@ def scaled_reference(space_data: dict[str, Any], budget: Any) -> dict[str, Any] 
                         "width can be scaled; or give preset names / reference configs as budgets")
     ref = _reference(space_data, ref_spec)
     sol = nearest_width(ref, target)
-    width = width_value(sol.field, sol.width, len(ref.toy_hidden))
+    width = getattr(with_width(ref, sol.width).arch, sol.field)
     return {**ref_spec, sol.field: list(width) if isinstance(width, tuple) else width}
 
 
@@ -156,18 +157,13 @@ def scaling_table(exp: Location):
                 "budget": sub["params"], "family": family, "best_val": best["best_val"] if best is not None else None,
                 "test": best["test"] if best is not None else None, **confirmed,
                 "trial": best["trial"] if best is not None else None, "role": best["role"] if best is not None else None,
-                "depth": best["depth"] if best is not None and family == "idensenet" else None,
-                "growth": best["growth"] if best is not None and family == "idensenet" else None,
-                "hidden": best["hidden"] if best is not None and family == "resflow" else None,
+                "arch": best["arch"] if best is not None else None,
                 "activation": best["activation"] if best is not None else None,
                 "param_count": best["param_count"] if best is not None else None,
                 "epochs": best["epochs_run"] if best is not None else None,
                 "trial_epochs": int(part["epochs_run"].sum()), "trials": len(part),
             })
     out = pd.DataFrame(rows)
-    for col in ("depth", "growth", "hidden"):  # integers with gaps (one family has none), not floats
-        if col in out and out[col].map(lambda v: v is None or isinstance(v, (int, float))).all():
-            out[col] = pd.to_numeric(out[col]).round().astype("Int64")
     out.attrs["metric"] = doc.get("metric", "score")
     out.attrs["data"] = doc.get("data")
     return out
@@ -196,13 +192,15 @@ def scaling_figure(df, path_or_buf, ylabel: str, data: str | None) -> None:
     from figures.plots import pyplot, save_png
 
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    for i, (family, part) in enumerate(df.dropna(subset=["test"]).groupby("family")):
+    colours: dict[str, str] = {}
+    for family, part in df.dropna(subset=["test"]).groupby("family"):
         part = part.sort_values("param_count")
-        ax.plot(part["param_count"].astype(float), part["test"], "-o", color=f"C{i}", label=family)
-    if data == "cifar10":
-        for j, name in ((1, "resflow"), (2, "idensenet")):
-            ax.scatter([p[0] for p in PAPER_CIFAR10], [p[j] for p in PAPER_CIFAR10], marker="x", s=50,
-                       color="C0" if name == "idensenet" else "C1", label=f"paper: {name}")
+        colours[family] = f"C{len(colours)}"
+        ax.plot(part["param_count"].astype(float), part["test"], "-o", color=colours[family], label=family)
+    for family, points in (PAPER_POINTS.get(data) or {}).items():
+        colour = colours.setdefault(family, f"C{len(colours)}")
+        ax.scatter([p[0] for p in points], [p[1] for p in points], marker="x", s=50, color=colour,
+                   label=f"paper: {family}")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"{ylabel} (one run, selected on validation)")

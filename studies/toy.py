@@ -26,6 +26,7 @@ import torch
 from model.config import ModelConfig, toy_config
 from model.data import TOY_IDENTITY_NLL, toy_sample
 from model.errors import UserError
+from model.families import family_names
 from model.flow import Flow, build_model
 from model.train_config import TrainConfig
 from model.train_step import TrainStep, evaluate
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Train a toy 2-D i-DenseNet (or Residual Flow) and print its test NLL in nats.",
     )
     parser.add_argument("--data", default="moons", choices=sorted(TOY_IDENTITY_NLL))
-    parser.add_argument("--family", default="idensenet", choices=["idensenet", "resflow"])
+    parser.add_argument("--family", default=ModelConfig.family, choices=family_names())
     parser.add_argument("--activation", default="lipswish", choices=["lipswish", "clipswish", "leakylswish"])
     parser.add_argument("--blocks", type=int, default=10, help="number of invertible blocks")
     parser.add_argument("--depth", type=int, default=3)

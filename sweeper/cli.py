@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Any, NoReturn, Sequence
 
+from model.config import ModelConfig
 from model.errors import UserError
 
 PROG = "idensenet"
@@ -206,10 +207,9 @@ def cmd_best(args: argparse.Namespace) -> int:
 
     doc = write_best(resolve_experiment(args.experiment, args.storage), args.top, args.out)
     for e in doc["configs"]:
-        m = e["run"]["model"]
-        arch = f"depth {m['depth']} growth {m['growth']}" if m["family"] == "idensenet" else "Residual Flow"
+        m = ModelConfig.from_dict(e["run"]["model"])
         print(f"#{e['rank']} trial {e['trial_id']} ({e['role']}): validation {e['val_score']:.4f}, test "
-              f"{e['test_score']:.4f} {e['unit']} (epoch {e['best_epoch']}), {arch} {m['activation']}, "
+              f"{e['test_score']:.4f} {e['unit']} (epoch {e['best_epoch']}), {m.describe()} {m.activation}, "
               f"{e['param_count']:,} parameters")
     print(f"wrote {args.out}")
     return 0

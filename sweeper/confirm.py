@@ -39,6 +39,7 @@ import pandas as pd
 from ray import tune
 
 from figures.plots import plot_confirmation
+from model.families import budget_family
 from model.errors import UserError
 from model.run_config import RunConfig
 
@@ -71,11 +72,10 @@ class ConfirmOptions:
 
 def _arm(row, configs: dict[str, dict[str, Any]], kind: str, note: str = "") -> dict[str, Any]:  # noqa: ANN001
     cfg = configs[row.trial]
-    m = cfg["run"]["model"]
-    arch = (f"depth {m['depth']} growth {m['growth']}" if m["family"] == "idensenet"
-            else f"{(cfg.get('trial') or {}).get('width_field', 'width')} {(cfg.get('trial') or {}).get('width')}")
-    return {"arm": f"{kind} {row.trial}", "kind": kind, "trial": row.trial, "family": m["family"],
-            "describe": f"{m['family']} {arch} {m['activation']} lr {cfg['run']['train']['lr']:.3g}",
+    run = RunConfig.from_dict(cfg["run"])
+    m = run.model
+    return {"arm": f"{kind} {row.trial}", "kind": kind, "trial": row.trial, "family": m.family,
+            "describe": f"{m.describe()} {m.activation} lr {run.train.lr:.3g}",
             "param_count": int(row.param_count), "run": cfg["run"], "note": note}
 
 
@@ -84,10 +84,11 @@ def choose_arms(df, configs: dict[str, dict[str, Any]], top: int) -> list[dict[s
     ok = scored(df)
     searched = ok[~ok["role"].isin(BASELINE_ROLES)]
     picks = list(searched.head(top).itertuples(index=False))
-    dense = searched[searched["family"] == "idensenet"]
-    if len(dense) and dense.iloc[0]["trial"] not in {p.trial for p in picks}:
-        picks.append(next(dense.head(1).itertuples(index=False)))
-    resflow = searched[searched["family"] == "resflow"]
+    budget = budget_family().name  # the reference's family; the others are the candidates
+    candidates = searched[searched["family"] != budget]
+    if len(candidates) and candidates.iloc[0]["trial"] not in {p.trial for p in picks}:
+        picks.append(next(candidates.head(1).itertuples(index=False)))
+    resflow = searched[searched["family"] == budget]
     control = ok[ok["role"] == "control"]
     if len(resflow):
         ref = _arm(next(resflow.head(1).itertuples(index=False)), configs, REFERENCE,
@@ -232,7 +233,8 @@ def verdict_row(summary: pd.DataFrame):
     difference to the reference (None when there is none)."""
     if "diff" not in summary:
         return None
-    dense = summary[summary["describe"].str.startswith("idensenet") & summary["diff"].notna()]
+    family = summary["describe"].str.split(" ").str[0]
+    dense = summary[(family != budget_family().name) & summary["diff"].notna()]
     return dense.iloc[0] if len(dense) else None  # the summary is sorted by mean validation score
 
 

@@ -28,7 +28,9 @@ from ray.tune import ExperimentAnalysis
 
 from figures.plots import plot_scores, plot_toy_densities
 from figures.study import study_figures
+from model.config import ModelConfig
 from model.errors import UserError
+from model.families import arch_fields, budget_family, families
 
 from . import endings
 from .checkpoint import STATE_FILE, load_model
@@ -140,12 +142,6 @@ def _best_checkpoint(saved, best_epoch: int | None) -> str | None:  # noqa: ANN0
     return ckpt.location.path if ckpt else None
 
 
-def _fmt_eta(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return "/".join(f"{float(x):.3g}" for x in v)
-    return "" if v is None else f"{float(v):.3g}"
-
-
 def results_table(exp: Location):
     """The pandas table of a sweep: one row per trial, best score first."""
     settings = SweepSettings.load(exp)
@@ -158,28 +154,26 @@ def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: 
     ending and epochs run the study holds for each trial it has ended."""
     rows, capped = [], []
     recorded = recorded or {}
+    family_columns = list(dict.fromkeys(c for f in families() for c in f.table_columns))  # every family's, in order
     for rec in records:
         status, last_epoch = _status(rec, epochs, recorded.get(rec["trial_id"]))
         if last_epoch is not None:
             rec = {**rec, "epochs": [r for r in rec["epochs"] if int(r["epoch"]) <= last_epoch]}
         capped.append(rec)
         cfg, info = rec["config"], rec["config"].get("trial") or {}
-        m, t = cfg["run"]["model"], cfg["run"]["train"]
+        model, t = ModelConfig.from_dict(cfg["run"]["model"]), cfg["run"]["train"]
         scores = _scores(rec)
         best = min(scores, key=lambda es: es[1]) if scores else (None, math.nan)
         test = dict(_scores(rec, TEST))
-        resflow = m.get("family") == "resflow"
+        own = model.family_spec.columns(model.arch, model.is_toy)
         rows.append({
             "trial": rec["trial_id"], "role": info.get("role", "search"), "label": info.get("label", ""),
-            "status": status, "family": m.get("family"),
-            "depth": None if resflow else m.get("depth"), "growth": None if resflow else m.get("growth"),
-            "hidden": info.get("width") if resflow else None, "activation": m.get("activation"),
-            "blocks": "-".join(str(b) for b in m.get("blocks_per_scale", [])),
+            "status": status, "family": model.family, "arch": model.family_spec.label(model.arch, model.is_toy),
+            **{c: own.get(c) for c in family_columns}, "activation": model.activation,
+            "blocks": "-".join(str(b) for b in model.blocks_per_scale),
             "param_count": info.get("param_count"),
             "budget_dev_pct": 100.0 * float(info["budget_deviation"]) if info.get("budget_deviation") is not None else math.nan,
-            "eta_init": "" if resflow else _fmt_eta(m.get("eta_init")), "sn_coeff": m.get("sn_coeff"),
-            "lip_coeff": None if resflow else m.get("lip_coeff"), "lc_start_epoch": None if resflow else m.get("lc_start_epoch"),
-            "lr": t.get("lr"), "best_val": best[1], "best_epoch": best[0],
+            "sn_coeff": model.sn_coeff, "lr": t.get("lr"), "best_val": best[1], "best_epoch": best[0],
             "test": test.get(best[0], math.nan), "last_val": scores[-1][1] if scores else math.nan,
             "epochs_run": int(rec["epochs"][-1]["epoch"]) if rec["epochs"] else 0,
             "best_checkpoint": _best_checkpoint(rec.get("checkpoints"), best[0]), "trial_dir": rec["path"],
@@ -191,7 +185,8 @@ def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: 
         r["vs_control"] = (r["_scores"][last] - control[last]) if control and last in control else math.nan
         del r["_scores"]
     df = pd.DataFrame(rows)
-    for col in ("depth", "growth", "hidden", "lc_start_epoch", "best_epoch", "param_count"):
+    whole = [c for c in family_columns if c in arch_fields() and str(arch_fields()[c].type) == "int"]
+    for col in (*whole, "best_epoch", "param_count"):
         if col in df.columns:
             df[col] = df[col].astype("Int64")
     if len(df):
@@ -213,12 +208,12 @@ def control_screen(df, unit: str) -> str | None:
     verdict is :mod:`sweeper.confirm`'s, with seeds)."""
     ok = scored(df)
     ctrl = ok[ok["role"] == "control"]
-    dense = ok[ok["family"] == "idensenet"]
-    if not len(ctrl) or not len(dense):
+    others = ok[ok["family"] != budget_family().name]
+    if not len(ctrl) or not len(others):
         return None
-    c, d = ctrl.iloc[0], dense.iloc[0]  # sorted: the first is the best
-    return (f"screening (one run each, validation): best i-DenseNet trial {d['trial']} (depth {int(d['depth'])}, "
-            f"growth {int(d['growth'])}, {d['activation']}) {d['best_val']:.3f} {unit}, Residual Flow control "
+    c, d = ctrl.iloc[0], others.iloc[0]  # sorted: the first is the best
+    return (f"screening (one run each, validation): best {d['family']} trial {d['trial']} ({d['arch']}, "
+            f"{d['activation']}) {d['best_val']:.3f} {unit}, {c['family']} control "
             f"{c['best_val']:.3f} {unit}; selected among {len(ok) - len(ctrl)} searched runs, so biased in the "
             f"search's favour: the verdict needs `idensenet confirm`")
 
@@ -342,7 +337,7 @@ def write_study_figures(exp: Location, df, settings: SweepSettings) -> dict[str,
     return {k: v.uri for k, v in out.items()}
 
 
-SHOW_COLUMNS = ["trial", "role", "status", "family", "depth", "growth", "hidden", "activation", "param_count",
+SHOW_COLUMNS = ["trial", "role", "status", "family", "arch", "activation", "param_count",
                 "budget_dev_pct", "lr", "best_val", "best_epoch", "test", "epochs_run", "vs_control"]
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from model.errors import UserError
+from model.families import import_modules
 from search_spaces.space import FixedTrial, SpaceError, shipped_spaces, space_from_dict
 
 from .storage import Location, locate
@@ -52,7 +53,6 @@ class SweepSettings:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     fixed: list[dict[str, Any]] = field(default_factory=list)
     n_startup_trials: int = 4
-    device: str = "cpu"
     cpu_if_no_cuda: bool = False
     worker_max_failures: int = 1
     trial_max_failures: int = 1
@@ -62,6 +62,8 @@ class SweepSettings:
     inject_error_trials: list[int] = field(default_factory=list)
     inject_error_while: str | None = None
     sweep_id: str = ""  # new for every sweep (keys its local study copy); empty in sweeps made before it
+    #: modules that register families defined outside model.families (imported wherever the sweep is read)
+    family_modules: list[str] = field(default_factory=list)
 
     @property
     def metric_name(self) -> str:
@@ -83,8 +85,12 @@ class SweepSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SweepSettings":
+        """Settings from their JSON (keys of older versions that no longer exist are skipped); the
+        sweep's families defined outside this project are imported, so its trial configs can be read."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        settings = cls(**{k: v for k, v in data.items() if k in names})
+        import_modules(settings.family_modules)
+        return settings
 
     def save(self, exp: Location) -> None:
         exp.join(SETTINGS_FILE).write_text(json.dumps(self.to_dict(), indent=1))

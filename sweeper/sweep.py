@@ -32,6 +32,8 @@ from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from model.config import ModelConfig
+from model.families import plugin_modules
 from model.data import require_dataset
 from model.errors import UserError
 from search_spaces.schedule import DEFAULT_REDUCTION, default_grace
@@ -149,6 +151,7 @@ def build_settings(opts: SweepOptions, exp: Location) -> SweepSettings:
         time_budget_s=opts.time_budget_s, inject_nan_trials=list(opts.inject_nan_trials),
         inject_error_trials=list(opts.inject_error_trials),
         inject_error_while=os.path.abspath(opts.inject_error_while) if opts.inject_error_while else None,
+        family_modules=plugin_modules(),
     )
 
 
@@ -212,8 +215,7 @@ def _created(opts: SweepOptions, exp: Location):
     shape, concurrency = plan(opts.workers_per_trial, opts.gpu, opts.cpus_per_worker, opts.trials,
                               opts.max_concurrent, opts.address, opts.storage, opts.cluster_config,
                               opts.shared_storage, opts.verbose)
-    settings = dataclasses.replace(settings, shape=dataclasses.asdict(shape), max_concurrent=concurrency,
-                                   device="cuda" if opts.gpu else "cpu")
+    settings = dataclasses.replace(settings, shape=dataclasses.asdict(shape), max_concurrent=concurrency)
     searcher = StudySearcher(settings)
     with storage_errors(f"experiment {exp.uri} cannot be created"):
         exp.makedirs()
@@ -326,13 +328,11 @@ class ProgressPrinter(Callback):
 
 
 def describe(config: dict[str, Any]) -> str:
-    """``control resflow: resflow toy_hidden=24 params=19,290 dev=+0.00%`` for a trial config."""
-    m = (config.get("run") or {}).get("model") or {}
+    """``control resflow: resflow toy_hidden 24 act=lipswish params=19,290 dev=+0.00%`` for a trial config."""
+    m = ModelConfig.from_dict((config.get("run") or {}).get("model") or {})
     info = config.get("trial") or {}
     head = info.get("role", "search") + (f" {info['label']}" if info.get("label") else "")
-    arch = (f"depth={m.get('depth')} growth={m.get('growth')}" if m.get("family") == "idensenet"
-            else f"{info.get('width_field', 'hidden')}={info.get('width')}")
-    text = f"{head}: {m.get('family')} {arch} act={m.get('activation')} params={info.get('param_count', 0):,}"
+    text = f"{head}: {m.describe()} act={m.activation} params={info.get('param_count', 0):,}"
     if info.get("budget_deviation") is not None:
         text += f" dev={100 * float(info['budget_deviation']):+.2f}%"
     return text

@@ -57,7 +57,7 @@ def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Loca
 
 def loop_config(config: dict[str, Any], settings: SweepSettings) -> dict[str, Any]:
     out: dict[str, Any] = {"run": config["run"], "device": "cuda" if settings.shape.get("use_gpu") else "cpu",
-                           "cpu_if_no_cuda": settings.cpu_if_no_cuda}
+                           "cpu_if_no_cuda": settings.cpu_if_no_cuda, "family_modules": settings.family_modules}
     if config["trial"].get("optuna_number") in settings.inject_nan_trials:
         out["inject_nan_at_epoch"] = 1
     if config["trial"].get("optuna_number") in settings.inject_error_trials and settings.inject_error_while:

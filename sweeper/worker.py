@@ -38,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model.data import make_loaders, set_epoch
 from model.errors import UserError
+from model.families import import_modules
 from model.flow import Flow, build_model
 from model.iresblock import InvertibleResBlock
 from model.run_config import RunConfig
@@ -95,6 +96,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train entry point; returns rank 0's summary ``{status, epochs, best_val_score, history}``."""
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    import_modules(config.get("family_modules", ()))  # families registered outside model.families
     run = RunConfig.from_dict(config["run"])
     m, t = run.model, run.train
     device = choose_device(config.get("device", "cpu"), bool(config.get("cpu_if_no_cuda")))
@@ -134,6 +136,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     writer = SummaryWriter(config["tensorboard_dir"]) if rank == 0 and config.get("tensorboard_dir") else None
     test_cap = -(-t.test_size // world) if (t.test_size and not m.is_toy) else None
     best = min((h[VAL] for h in history), default=math.inf)
+    hold_epochs = m.family_spec.hold_concat_epochs(m.arch)  # the concatenation's weights wait this long
 
     for epoch in range(start_epoch, t.epochs):
         t0 = time.perf_counter()
@@ -148,7 +151,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         for i, (xb, _) in enumerate(loaders.train):
             if t.steps_per_epoch is not None and not m.is_toy and i >= t.steps_per_epoch:
                 break
-            last = step(xb, hold_concat=epoch < m.lc_start_epoch)
+            last = step(xb, hold_concat=epoch < hold_epochs)
             if not last.finite:
                 finite = False
                 break

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from model.activations import make_activation
-from model.config import ModelConfig, toy_config
+from model.config import ModelConfig, toy_config, model_config
 from model.dense import DenseConvNet, DenseLayer
 from model.flow import build_model
 from model.logdet import power_series_logdet
@@ -108,7 +108,7 @@ def check_update_lipschitz() -> dict[str, float]:
     out = {}
     torch.manual_seed(3)
     cases = [("toy_fixed5", toy_config(), 5), ("toy_tolerance", toy_config(), None),
-             ("image_tolerance", ModelConfig(blocks_per_scale=(2, 2), depth=2, growth=8, fc_blocks=2), None)]
+             ("image_tolerance", model_config(blocks_per_scale=(2, 2), depth=2, growth=8, fc_blocks=2), None)]
     for label, cfg, iters in cases:
         model = build_model(cfg).double()
         with torch.no_grad():
@@ -126,7 +126,7 @@ def check_update_lipschitz() -> dict[str, float]:
 
 def check_memory_format() -> dict[str, float]:
     torch.manual_seed(4)
-    model = build_model(ModelConfig(blocks_per_scale=(1, 1), depth=2, growth=8, fc_blocks=1)).double()
+    model = build_model(model_config(blocks_per_scale=(1, 1), depth=2, growth=8, fc_blocks=1)).double()
     x = torch.rand(3, 3, 32, 32, dtype=torch.float64)
     model.initialize(x)
     model.eval()

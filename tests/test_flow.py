@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import ModelConfig, build_model, toy_config
+from model import ModelConfig, build_model, toy_config, model_config
 from model.data import TOY_IDENTITY_NLL, toy_sample
 from model.iresblock import InvertibleResBlock
 from studies.toy import evaluate_toy, train_toy
@@ -19,13 +19,13 @@ PAPER_COUNTS_LARGE = IMAGENET32_COUNTS  # 32-32-32 models: about 10 s each to bu
 
 @pytest.mark.parametrize("kwargs,expected", PAPER_COUNTS)
 def test_parameter_counts_of_the_paper_models(kwargs, expected):
-    assert build_model(ModelConfig(**kwargs)).num_parameters() == expected
+    assert build_model(model_config(**kwargs)).num_parameters() == expected
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kwargs,expected", PAPER_COUNTS_LARGE)
 def test_parameter_counts_of_the_imagenet32_models(kwargs, expected):
-    assert build_model(ModelConfig(**kwargs)).num_parameters() == expected
+    assert build_model(model_config(**kwargs)).num_parameters() == expected
 
 
 @pytest.mark.parametrize("kwargs,expected", TOY_COUNTS)
@@ -45,7 +45,7 @@ def _silence_blocks(model):
 
 def test_identity_flow_bpd_of_a_mid_grey_image():
     """All pixels 128 without noise: x = 0.5, y = 0, bpd = 8 − (log 3.6 − ½ log 2π)/ln 2."""
-    cfg = ModelConfig(family="idensenet", activation="lipswish", blocks_per_scale=(1, 1), depth=1,
+    cfg = model_config(family="idensenet", activation="lipswish", blocks_per_scale=(1, 1), depth=1,
                       growth=4, input_shape=(3, 8, 8), actnorm=False, fc_blocks=1)
     model = build_model(cfg)
     _silence_blocks(model)
@@ -67,7 +67,7 @@ def test_identity_toy_flow_nll_on_moons():
                                                ("idensenet", "leakylswish")])
 def test_multiscale_flow_inverts(family, activation):
     torch.manual_seed(0)
-    cfg = ModelConfig(family=family, activation=activation, blocks_per_scale=(2, 1), depth=2,
+    cfg = model_config(family=family, activation=activation, blocks_per_scale=(2, 1), depth=2,
                       growth=8, hidden=16, fc_hidden=16, input_shape=(3, 8, 8), fc_blocks=1)
     model = build_model(cfg)
     x = torch.rand(4, 3, 8, 8) * 0.95 + 0.025

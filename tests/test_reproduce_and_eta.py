@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from model.config import ModelConfig
+from model.config import ModelConfig, model_config
 from model.data import TOY_IDENTITY_NLL
 from model.dense import dense_layers
 from model.flow import build_model
@@ -22,7 +22,7 @@ from sweeper.cli import main
 
 
 def test_eta_csv_holds_the_normalised_weights_of_every_dense_layer(tmp_path: Path) -> None:
-    cfg = ModelConfig(input_shape=(1, 8, 8), blocks_per_scale=(2, 1), depth=3, growth=8, fc_blocks=1, n_levels=17,
+    cfg = model_config(input_shape=(1, 8, 8), blocks_per_scale=(2, 1), depth=3, growth=8, fc_blocks=1, n_levels=17,
                       lip_coeff=0.9)
     torch.manual_seed(3)
     model = build_model(cfg)

@@ -32,7 +32,7 @@ def test_each_budget_scales_the_reference_and_drops_what_cannot_fit():
     space = space_from_dict(small)
     ref = space.budget.reference
     assert ref.family == "resflow" and count_parameters(ref) == space.budget.params
-    assert abs(space.budget.params - 400) <= abs(count_parameters(ref.replace(toy_hidden=(ref.toy_hidden[0] + 1,) * 2)) - 400)
+    assert abs(space.budget.params - 400) <= abs(count_parameters(ref.replace(toy_hidden=(ref.arch.toy_hidden[0] + 1,) * 2)) - 400)
     # at 400 parameters depth 3 has no growth within 6 %: dropped, with the reason
     assert small["search"]["depth"]["choices"] == [2] and notes and "depth 3" in notes[0]
     big, notes = budget_space(copy.deepcopy(SPACE), 5000)

@@ -4,16 +4,18 @@ equal-budget growths."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import random
 
 import pytest
 
-from model import ModelConfig, toy_config
+from model import ModelConfig, toy_config, model_config
 from search_spaces.budgets import BUDGETS, UnknownBudget, make_budget, resolve_budget
 from search_spaces.count import arch_of, count_arch, count_parameters
 from search_spaces.solver import BudgetError, growth_table, nearest_width, solve_growth, solved_config
 
-SMALL = ModelConfig(family="idensenet", activation="clipswish", learnable_concat=True, blocks_per_scale=(4, 4, 4))
+SMALL = model_config(family="idensenet", activation="clipswish", learnable_concat=True, blocks_per_scale=(4, 4, 4))
 B_SMALL = 8_730_441
 
 
@@ -23,7 +25,7 @@ def test_budget_presets_are_the_residual_flow_counts():
     assert BUDGETS["imagenet32"] == 47_099_289
     assert BUDGETS["toy"] == 501_850
     # digits reference (our choice): ResFlow 1×8×8, blocks 2-2, hidden 64, FC hidden 64, 4 FC blocks
-    ref = ModelConfig(family="resflow", activation="lipswish", input_shape=(1, 8, 8), n_levels=17,
+    ref = model_config(family="resflow", activation="lipswish", input_shape=(1, 8, 8), n_levels=17,
                       blocks_per_scale=(2, 2), hidden=64, fc_hidden=64)
     assert BUDGETS["digits"] == count_parameters(ref) == 78_919
 
@@ -88,10 +90,10 @@ def test_full_cifar10_and_imagenet32_against_the_papers_172():
 
 
 def test_residual_flow_solves_hidden_652_for_clipswish():
-    rf = ModelConfig(family="resflow", activation="clipswish", blocks_per_scale=(4, 4, 4))
+    rf = model_config(family="resflow", activation="clipswish", blocks_per_scale=(4, 4, 4))
     sol = solve_growth(rf, B_SMALL)
     assert (sol.field, sol.width, sol.count) == ("hidden", 652, 8_723_831)
-    assert solved_config(rf, B_SMALL).hidden == 652
+    assert solved_config(rf, B_SMALL).arch.hidden == 652
 
 
 def _exhaustive(cfg: ModelConfig, budget: int, field: str) -> tuple[int, int]:
@@ -99,7 +101,7 @@ def _exhaustive(cfg: ModelConfig, budget: int, field: str) -> tuple[int, int]:
     a, arch = cfg.channel_mult, arch_of(cfg)
     best, h = None, 1
     while True:
-        c = count_arch(arch._replace(**{field: a * h}))
+        c = count_arch(arch._replace(arch=dataclasses.replace(arch.arch, **{field: a * h})))
         if best is None or abs(c - budget) < abs(best[1] - budget):
             best = (a * h, c)
         if c > budget:
@@ -117,9 +119,9 @@ def test_solver_matches_exhaustive_scan_on_random_configs():
         if kind == "toy":
             cfg = toy_config(**common)
         elif kind == "digits":
-            cfg = ModelConfig(**common, input_shape=(1, 8, 8), blocks_per_scale=(2, 2), fc_width=32, fc_growth=16 * cfg_mult(act))
+            cfg = model_config(**common, input_shape=(1, 8, 8), blocks_per_scale=(2, 2), fc_width=32, fc_growth=16 * cfg_mult(act))
         else:
-            cfg = ModelConfig(**common, blocks_per_scale=tuple(rng.randint(1, 8) for _ in range(3)))
+            cfg = model_config(**common, blocks_per_scale=tuple(rng.randint(1, 8) for _ in range(3)))
         field = "growth" if family == "idensenet" else "hidden"
         floor = count_parameters(cfg.replace(**{field: cfg.channel_mult}))
         budget = floor + rng.randint(0, 10 * floor)
@@ -161,7 +163,7 @@ def test_toy_residual_flow_width_is_solved_for_all_hidden_layers():
     sol = nearest_width(toy_config(family="resflow"), 19_290)
     assert (sol.field, sol.width, sol.count) == ("toy_hidden", 24, 19_290)
     cfg = solved_config(toy_config(family="resflow", toy_hidden=(8, 8)), 5_000, tolerance=0.2)
-    assert len(cfg.toy_hidden) == 2 and len(set(cfg.toy_hidden)) == 1
+    assert len(cfg.arch.toy_hidden) == 2 and len(set(cfg.arch.toy_hidden)) == 1
     assert count_parameters(cfg) == nearest_width(toy_config(family="resflow", toy_hidden=(8, 8)), 5_000).count
     with pytest.raises(BudgetError):
         solve_growth(toy_config(family="resflow"), 100)

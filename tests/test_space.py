@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from model import ModelConfig
+from model import ModelConfig, model_config
 from search_spaces import BUDGETS, SpaceError, count_parameters, load_space, shipped_spaces, space_from_dict
 from search_spaces.cli import main
 from model.datasets import DATASETS
@@ -206,7 +206,7 @@ def test_cli_infeasible_space_exit_code_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,expected", [
     (["--family", "resflow", "--activation", "lipswish", "--blocks", "4-4-4"], 8_730_441),
-    (["--depth", "3", "--growth", "178", "--no-lc"], 8_695_062),
+    (["--depth", "3", "--growth", "178", "--no-learnable-concat"], 8_695_062),
     (["--depth", "2", "--growth", "318", "--blocks", "4-4-4", "--input-shape", "3,32,32"], 8_763_510),
     (["--family", "resflow", "--blocks", "16-16-16", "--activation", "lipswish"], 25_174_233),
     (["--input-shape", "2"], 10_250),
@@ -220,7 +220,7 @@ def test_cli_count_flags(argv, expected, capsys):
 
 
 def test_cli_count_config_files(tmp_path, capsys):
-    cfg = ModelConfig(blocks_per_scale=(4, 4, 4), depth=4, growth=122)
+    cfg = model_config(blocks_per_scale=(4, 4, 4), depth=4, growth=122)
     (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
     (tmp_path / "c.yaml").write_text("model:\n  depth: 4\n  growth: 122\n  blocks_per_scale: [4, 4, 4]\n")
     for name in ("c.json", "c.yaml"):

@@ -29,7 +29,7 @@ def _draws(space, n, sampler, fixed=()):
         trial = study.ask()
         proposal = suggest(space, trial)
         out.append((trial, proposal))
-        study.tell(trial, float(proposal.run.model.depth) + 0.01 * i)  # any objective will do
+        study.tell(trial, float(getattr(proposal.run.model.arch, "depth", 0)) + 0.01 * i)  # any objective will do
     return study, out
 
 
@@ -48,7 +48,7 @@ def test_1000_draws_all_within_tolerance(name):
         assert abs(p.info["budget_deviation"]) <= tol
         assert p.info["budget"] == budget and p.info["space"] == name and p.info["role"] == "search"
         assert p.run.train.lr > 0 and p.run.train.data == space.dataset
-        m = p.run.to_dict()["model"]
+        m = p.run.model.flat()
         seen_combos.add(tuple(repr(m[d.name]) for d in space.count_dimensions if d.applies_to(m["family"])))
     for ft in study.trials:
         # Optuna 5: FrozenTrial.constraints maps each set_constraint key to its value (<= 0: feasible)
@@ -68,11 +68,11 @@ def test_tpe_with_constraints_stays_feasible():
 
 def test_eta_init_shared_and_separate():
     shared = suggest(load_space("toy-moons"), optuna.create_study().ask())
-    k1, k2 = shared.run.model.eta_init
+    k1, k2 = shared.run.model.arch.eta_init
     assert k1 == k2 and 0.5 <= k1 <= 2.0
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
     sep = suggest(load_space("cifar10-small"), trial)
-    k1, k2 = sep.run.model.eta_init
+    k1, k2 = sep.run.model.arch.eta_init
     assert (k1, k2) == (trial.params["search/eta_init_k1"], trial.params["search/eta_init_k2"]) and k1 != k2
 
 
@@ -91,7 +91,7 @@ def test_growth_is_recorded_and_matches_the_space_table():
     study, draws = _draws(space, 50, optuna.samplers.RandomSampler(seed=4))
     for trial, p in draws:
         m = p.run.model
-        assert trial.user_attrs["growth"] == m.growth == table[(m.depth, m.activation)]
+        assert trial.user_attrs["growth"] == m.arch.growth == table[(m.arch.depth, m.activation)]
 
 
 def test_searched_family_solves_the_residual_flow_width_and_skips_densenet_fields():
@@ -102,7 +102,7 @@ def test_searched_family_solves_the_residual_flow_width_and_skips_densenet_field
     assert resflows and dense
     for t, p in resflows:
         assert "model/depth" not in t.params and "model/eta_init" not in t.params and "train/lr" in t.params
-        assert p.run.model.toy_hidden == (24, 24, 24, 24) and p.info["width"] == 24
+        assert p.run.model.arch.toy_hidden == (24, 24, 24, 24) and p.info["width"] == 24
         assert p.info["param_count"] == count_parameters(p.run.model) == space.budget.params
     for t, p in dense:
         assert "model/depth" in t.params and abs(p.info["budget_deviation"]) <= space.budget.tolerance
@@ -144,9 +144,9 @@ def test_fixed_trials_come_first_with_their_exact_counts(tmp_path):
     assert roles == ["control", "baseline", "enqueued", "enqueued", "search", "search"]
     ctrl, d3, fast, filed = (p for _, p in draws[:4])
     assert ctrl.run.model.family == "resflow" and ctrl.info["param_count"] == 19_290 and ctrl.info["label"] == "resflow"
-    assert (d3.run.model.depth, d3.run.model.growth, d3.info["param_count"]) == (3, 23, count_parameters(d3.run.model))
-    assert fast.run.model.depth == 2 and fast.run.train.lr == 0.005 and draws[2][0].params["model/depth"] == 2
-    assert filed.run.model.depth == 2 and filed.run.train.lr == 0.002
+    assert (d3.run.model.arch.depth, d3.run.model.arch.growth, d3.info["param_count"]) == (3, 23, count_parameters(d3.run.model))
+    assert fast.run.model.arch.depth == 2 and fast.run.train.lr == 0.005 and draws[2][0].params["model/depth"] == 2
+    assert filed.run.model.arch.depth == 2 and filed.run.train.lr == 0.002
     assert draws[0][0].params == {} and draws[1][0].params == {}  # controls draw nothing
 
 

@@ -111,7 +111,7 @@ def test_sweep_table_control_arm_and_asha(sweep, capsys):
         cfg = json.loads((trial_dir / "params.json").read_text())
         m = ModelConfig.from_dict(cfg["run"]["model"])
         if m.family == "resflow":
-            assert cfg["trial"]["width_field"] == "toy_hidden" and len(set(m.toy_hidden)) == 1
+            assert cfg["trial"]["width_field"] == "toy_hidden" and len(set(m.arch.toy_hidden)) == 1
             assert abs(cfg["trial"]["budget_deviation"]) <= space.budget.tolerance
             torch.manual_seed(0)
             assert build_model(m).num_parameters() == count_parameters(m) == cfg["trial"]["param_count"]

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import ModelConfig, RunConfig, TrainConfig, toy_config
+from model import ModelConfig, RunConfig, TrainConfig, toy_config, model_config
 from sweeper.checkpoint import load_model, load_state
 
 # a small real-image flow: digits (1x8x8, 17 levels), 2 scales of 1 block, 1 FC block
-DIGITS_MODEL = ModelConfig(
+DIGITS_MODEL = model_config(
     input_shape=(1, 8, 8), n_levels=17, blocks_per_scale=(1, 1), depth=2, growth=16, fc_blocks=1,
     activation="lipswish", lc_start_epoch=1,
 )

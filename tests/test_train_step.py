@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.config import ModelConfig, toy_config
+from model.config import ModelConfig, toy_config, model_config
 from model.flow import build_model
 from model.train_config import TrainConfig
 from model.train_step import ParamEMA, TrainStep
@@ -44,7 +44,7 @@ def test_scores_at_the_origin_have_their_closed_forms() -> None:
     toy = build_model(toy_config(blocks_per_scale=(1,)))
     z, logdet = torch.zeros(3, 2), torch.zeros(3)
     torch.testing.assert_close(toy.score_from_output(z, logdet), torch.full((3,), 1.8378770664093453))
-    image = build_model(ModelConfig(input_shape=(3, 4, 4), blocks_per_scale=(1,), depth=1, growth=4, fc_blocks=0))
+    image = build_model(model_config(input_shape=(3, 4, 4), blocks_per_scale=(1,), depth=1, growth=4, fc_blocks=0))
     z = torch.zeros(2, 48)
     torch.testing.assert_close(image.score_from_output(z, torch.zeros(2)), torch.full((2,), 9.325748064736159))
     # each nat of log-det is 1/(D ln 2) bits per dimension fewer
@@ -52,7 +52,7 @@ def test_scores_at_the_origin_have_their_closed_forms() -> None:
     torch.testing.assert_close(shifted, torch.full((2,), 8.325748064736159))
 
 
-IMAGE = ModelConfig(input_shape=(1, 8, 8), n_levels=17, blocks_per_scale=(1,), depth=2, growth=8, fc_blocks=1,
+IMAGE = model_config(input_shape=(1, 8, 8), n_levels=17, blocks_per_scale=(1,), depth=2, growth=8, fc_blocks=1,
                     fc_width=8, fc_growth=4, activation="lipswish")
 
 
