@@ -35,7 +35,9 @@ from .storage import atomic_write_file
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
-CHECKPOINT_FORMAT = 2  # stored in every state.pt; a reader refuses a newer one rather than misread it
+#: stored in every state.pt; a reader refuses a newer one rather than misread it. 3: the model config's
+#: family fields nested under ``arch`` (format 2 kept them flat; read through ModelConfig.from_dict)
+CHECKPOINT_FORMAT = 3
 
 
 def rng_file(rank: int) -> str:
