@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from model.config import ACTIVATIONS, flat_dict, model_config, toy_config
+from model.config import ACTIVATIONS, ModelConfig, flat_dict, model_config, toy_config
 from model.datasets import DATASETS
 from model.errors import UserError
 from model.families import arch_fields, family_names

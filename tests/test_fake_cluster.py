@@ -335,9 +335,10 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
                 resume.kill()
         assert resume.returncode == 0, out[-4000:]
         assert "taking over" in out and "its process is gone" in out, out[-3000:]
-        for t in finished_before:  # no finished trial trained again
-            assert _s3_checkpoints(exp, t) == ckpts_before[t], (t, ckpts_before[t], _s3_checkpoints(exp, t),
-                                                                 out[-3000:])
+        for t in finished_before:  # no finished trial trained again: no new checkpoint (Ray may still
+            after = _s3_checkpoints(exp, t)  # prune one it kept past num_to_keep when the driver was killed)
+            assert set(after) <= set(ckpts_before[t]) and max(after) == max(ckpts_before[t]), (
+                t, ckpts_before[t], after, out[-3000:])
 
         from sweeper.results import results_table
 
