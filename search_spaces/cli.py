@@ -1,8 +1,8 @@
 """Command line for budgets and spaces: ``space show``, ``space list`` and ``count``.
 
-``register(subparsers)`` adds the subcommands to the project CLI (each sets ``func`` to a
-``cmd_*(args) -> int``); ``main(argv)`` runs them stand-alone. Errors print one line per problem on
-stderr and return exit code 2.
+``register(subparsers)`` adds the subcommands to the one ``idensenet`` parser (:mod:`sweeper.cli`);
+each sets ``func`` to a ``cmd_*(args) -> int``. Bad input raises :class:`UserError`, which the
+entry point prints as one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -29,7 +28,6 @@ from .schedule import early_rung_warnings
 from .solver import BudgetError, nearest_width, with_width
 from .space import load_space, shipped_spaces
 
-EXIT_ERROR = 2
 
 
 # ---------------------------------------------------------------------------------- space
@@ -181,35 +179,17 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- wiring
-def _run(func: Any, args: argparse.Namespace) -> int:
-    try:
-        return int(func(args))
-    except UserError as e:
-        for line in e.lines():
-            print(f"idensenet: error: {line}", file=sys.stderr)
-    return EXIT_ERROR
-
-
-def _safe(func: Any) -> Any:
-    def wrapped(args: argparse.Namespace) -> int:
-        return _run(func, args)
-
-    wrapped.__name__ = func.__name__
-    wrapped.__doc__ = func.__doc__
-    return wrapped
-
-
 def register(subparsers: Any) -> None:
     """Add ``space {show,list}`` and ``count`` to an argparse subparsers object; each parser sets
-    ``func`` (args -> exit code; errors already printed, code 2)."""
+    ``func`` (args -> exit code; bad input raises :class:`UserError`, which the entry point prints)."""
     sp = subparsers.add_parser("space", help="search spaces: show one, list the shipped ones")
     sub = sp.add_subparsers(dest="space_command", metavar="{show,list}")
     sub.required = True
     show = sub.add_parser("show", help="print a space and its solved growth per depth/activation/blocks")
     show.add_argument("space", metavar="FILE_OR_NAME", help=f"a YAML file or one of: {', '.join(shipped_spaces())}")
-    show.set_defaults(func=_safe(cmd_space_show))
+    show.set_defaults(func=cmd_space_show)
     lst = sub.add_parser("list", help="list shipped spaces and budget presets")
-    lst.set_defaults(func=_safe(cmd_space_list))
+    lst.set_defaults(func=cmd_space_list)
 
     c = subparsers.add_parser("count", help="exact parameter count of a model config (no building)")
     c.add_argument("--config", help="YAML/JSON file of model config fields (or a trial config with 'model:')")
@@ -233,21 +213,4 @@ def register(subparsers: Any) -> None:
     c.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="relative, default 0.015")
     c.add_argument("--solve", action="store_true", help="set the growth (hidden) closest to --budget first")
     c.add_argument("--json", action="store_true", help="print JSON")
-    c.set_defaults(func=_safe(cmd_count))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m search_spaces.cli``); returns the exit code."""
-    parser = argparse.ArgumentParser(prog="search-spaces", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", metavar="{space,count}")
-    subparsers.required = True
-    register(subparsers)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse already printed its one-line error
-        return int(e.code) if isinstance(e.code, int) else EXIT_ERROR
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    c.set_defaults(func=cmd_count)

@@ -11,7 +11,6 @@ full run.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 
@@ -58,31 +57,25 @@ def figure(rows: list[dict[str, Any]], path: str, title: str) -> None:
     save_png(fig, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from sweeper.cli import Parser
-
-    p = Parser(prog="idensenet eta", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="a checkpoint folder (path or URI) of a sweep trial or a full run")
-    p.add_argument("--out", default=".", help="folder for eta.png and eta.csv (default: here)")
-    args = p.parse_args(argv)
+def run(args: Any) -> int:
+    """``idensenet eta`` (its arguments: :mod:`studies.cli`)."""
     from model.errors import UserError
 
     from sweeper.checkpoint import STATE_FILE, load_model
     from sweeper.storage import locate
 
+    ckpt = locate(args.checkpoint)
+    if not ckpt.join(STATE_FILE).is_file():
+        raise UserError(f"{args.checkpoint}: not a checkpoint folder (no {STATE_FILE})")
+    with ckpt.local_copy() as d:
+        model, state = load_model(d)
+    rows = eta_rows(model)
+    if not rows:
+        raise UserError(f"{args.checkpoint}: this model has no dense layers (a model of another family?)")
     try:
-        ckpt = locate(args.checkpoint)
-        if not ckpt.join(STATE_FILE).is_file():
-            raise UserError(f"{args.checkpoint}: not a checkpoint folder (no {STATE_FILE})")
-        with ckpt.local_copy() as d:
-            model, state = load_model(d)
-        rows = eta_rows(model)
-        if not rows:
-            raise UserError(f"{args.checkpoint}: this model has no dense layers (a Residual Flow?)")
         os.makedirs(args.out, exist_ok=True)
-    except (UserError, OSError) as err:
-        print(f"idensenet: error: {err}", file=sys.stderr)
-        return 2
+    except OSError as err:
+        raise UserError(f"--out {args.out}: {err.strerror}") from None
     import pandas as pd
 
     csv, png = os.path.join(args.out, "eta.csv"), os.path.join(args.out, "eta.png")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from importlib import resources
 from typing import Any
@@ -115,34 +114,22 @@ def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return items
 
 
-def main(argv: list[str] | None = None) -> int:
-    from sweeper.cli import Parser
-
-    p = Parser(prog="idensenet reproduce toy",
-               description="The paper's toy results (Table 1, Figure 3), one Ray task per run.")
-    p.add_argument("what", choices=["toy"], help="which result to reproduce")
-    p.add_argument("--iters", type=int, default=1000, help="iterations per run (default 1000; the paper's 50,000)")
-    p.add_argument("--data", default=",".join(DATA), help=f"comma-separated, from {', '.join(DATA)}")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--out", default="reproduce-toy", help="folder for the CSV and the figure")
-    p.add_argument("--address", default=None, help="Ray cluster address (default RAY_ADDRESS, else local)")
-    args = p.parse_args(argv)
+def run(args: Any) -> int:
+    """``idensenet reproduce toy`` (its arguments: :mod:`studies.cli`)."""
     from model.errors import UserError
 
+    data = _choices(args.data or ",".join(DATA), DATA, "data")
+    models = _choices(args.models or ",".join(MODELS), MODELS, "models")
     try:
-        data = _choices(args.data, DATA, "data")
-        models = _choices(args.models, MODELS, "models")
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise UserError(f"--seeds {args.seeds!r}: comma-separated integers") from None
-        if args.iters < 1 or not seeds:
-            raise UserError("--iters must be >= 1 and --seeds name at least one seed")
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: comma-separated integers") from None
+    if args.iters < 1 or not seeds:
+        raise UserError("--iters must be >= 1 and --seeds name at least one seed")
+    try:
         os.makedirs(args.out, exist_ok=True)
-    except (UserError, OSError) as err:
-        print(f"idensenet: error: {err}", file=sys.stderr)
-        return 2
+    except OSError as err:
+        raise UserError(f"--out {args.out}: {err.strerror}") from None
     import ray
 
     from sweeper.placement import connect_ray

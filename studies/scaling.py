@@ -32,7 +32,6 @@ import io
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from importlib import resources
@@ -238,31 +237,6 @@ def print_scaling(df, paths: dict[str, str]) -> None:
     print("wrote " + "\n      ".join(paths.values()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from sweeper.cli import Parser, key_value
-
-    p = Parser(prog="idensenet scaling", description="Budget-matched sweeps at several budgets.")
-    p.add_argument("--space", required=True, help="a space file or shipped name (a numeric budget needs a reference config as its budget:)")
-    p.add_argument("--budgets", default=None, help="comma-separated parameter counts or preset names (default: the space's budgets:)")
-    p.add_argument("--trials", type=int, default=6, help="trials per budget, baselines included (default 6)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--storage", default="ray_results")
-    p.add_argument("--name", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", action="append", default=[], type=key_value, metavar="KEY=VALUE")
-    p.add_argument("--address", default=None)
-    p.add_argument("--confirm-seeds", type=int, default=3,
-                   help="confirm each budget's best configuration against the reference with this many seeds "
-                        "(default 3; 0: no confirmation)")
-    p.add_argument("--check", action="store_true", help="check every budget's space and print the plan; train nothing")
-    args = p.parse_args(argv)
-    try:
-        return run_scaling(args)
-    except UserError as err:
-        print(f"idensenet: error: {err.summary()}", file=sys.stderr)
-        return 2
-
-
 def _confirm(sub_exp: Location, args: argparse.Namespace) -> None:
     """The budget's confirmation (top 1, ``--confirm-seeds``), unless off or already written."""
     if not args.confirm_seeds or sub_exp.join(f"confirm-k1-s{args.confirm_seeds}", "confirm.csv").is_file():
@@ -272,7 +246,8 @@ def _confirm(sub_exp: Location, args: argparse.Namespace) -> None:
     run_confirmation(ConfirmOptions(experiment=sub_exp.uri, top=1, seeds=args.confirm_seeds, address=args.address))
 
 
-def run_scaling(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``idensenet scaling`` (its arguments: :mod:`studies.cli`)."""
     from sweeper.settings import space_text
     from sweeper.sweep import SweepOptions, run_sweep
 

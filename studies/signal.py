@@ -126,19 +126,10 @@ def format_table(rows: Sequence[dict[str, float | int | str]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: print the signal-preservation table (``--std 1``: Table 5, ``--std 5``: Table 8)."""
-    parser = argparse.ArgumentParser(description="Signal preservation of activations (paper Table 5 / 8).")
-    parser.add_argument("--dims", type=int, nargs="+", default=[1, 128, 1024], help="input dimensions D")
-    parser.add_argument("--pairs", type=int, default=100_000, help="sample pairs per dimension")
-    parser.add_argument("--std", type=float, default=1.0, help="standard deviation of v, w (5 for Table 8)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``idensenet signal``: print the signal-preservation table (``--std 1``: Table 5, ``--std 5``: Table 8)."""
     rows = signal_table(dims=args.dims, n_pairs=args.pairs, std=args.std, seed=args.seed)
     print(f"v, w ~ N(0, {args.std:g}^2 I_D), {args.pairs} pairs, seed {args.seed}, beta = softplus(0.5)")
     print(format_table(rows))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

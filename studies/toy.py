@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -96,40 +95,17 @@ def train_toy(
     return model, ToyResult(nll, iterations, time.perf_counter() - start, history)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="idensenet toy",
-        description="Train a toy 2-D i-DenseNet (or Residual Flow) and print its test NLL in nats.",
+def run(args: argparse.Namespace) -> int:
+    """``idensenet toy`` (its arguments: :mod:`studies.cli`)."""
+    for name in ("blocks", "iters", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError([(f"--{name.replace('_', '-')}", f"{getattr(args, name)} must be >= 1")])
+    if args.lr <= 0 or args.eval_every < 0 or (args.lc_hold or 0) < 0:
+        raise UserError("--lr must be > 0, --eval-every and --lc-hold >= 0")
+    cfg = toy_config(
+        family=args.family, activation=args.activation, blocks_per_scale=(args.blocks,),
+        depth=args.depth, growth=args.growth, learnable_concat=not args.no_lc,
     )
-    parser.add_argument("--data", default="moons", choices=sorted(TOY_IDENTITY_NLL))
-    parser.add_argument("--family", default=ModelConfig.family, choices=family_names())
-    parser.add_argument("--activation", default="lipswish", choices=["lipswish", "clipswish", "leakylswish"])
-    parser.add_argument("--blocks", type=int, default=10, help="number of invertible blocks")
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--growth", type=int, default=16)
-    parser.add_argument("--no-lc", action="store_true", help="fixed concatenation weights")
-    parser.add_argument("--iters", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lc-hold", type=int, default=None,
-                        help="iterations the concatenation is held (default: half of --iters, at most the "
-                             "authors' 25,000)")
-    parser.add_argument("--eval-every", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        for name in ("blocks", "iters", "batch_size"):
-            if getattr(args, name) < 1:
-                raise UserError([(f"--{name.replace('_', '-')}", f"{getattr(args, name)} must be >= 1")])
-        if args.lr <= 0 or args.eval_every < 0 or (args.lc_hold or 0) < 0:
-            raise UserError("--lr must be > 0, --eval-every and --lc-hold >= 0")
-        cfg = toy_config(
-            family=args.family, activation=args.activation, blocks_per_scale=(args.blocks,),
-            depth=args.depth, growth=args.growth, learnable_concat=not args.no_lc,
-        )
-    except UserError as err:
-        print(f"idensenet: error: {err.summary()}", file=sys.stderr)
-        return 2
     hold = default_lc_hold(args.iters) if args.lc_hold is None else args.lc_hold
     print(f"{args.family} on {args.data}: {build_model(cfg).num_parameters():,} parameters, "
           f"{args.iters} iterations of batch {args.batch_size}, concatenation held {hold}", flush=True)
@@ -141,6 +117,3 @@ def main(argv: list[str] | None = None) -> int:
           f"(identity flow {TOY_IDENTITY_NLL[args.data]:.3f}; {result.seconds:.1f} s)")
     return 0 if math.isfinite(result.test_nll) else 1
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,8 @@
 """``idensenet``: the single command-line entry point (argparse subcommands).
 
 Heavy imports (torch, Ray, pandas) happen inside the commands, so ``idensenet --help`` stays fast.
-Bad input, argparse's own complaints included, ends with one line on stderr and exit code 2.
+Bad input, argparse's own complaints included, ends with one line per problem on stderr and exit code 2;
+every sub-command (the studies' and the space commands too) is on this one parser and follows that rule.
 """
 
 from __future__ import annotations
@@ -19,13 +20,8 @@ from model.errors import UserError
 PROG = "idensenet"
 EXIT_USER_ERROR = 2
 # subcommands implemented by a module's main(argv)
-PASSTHROUGH = {
-    "toy": ("studies.toy", "train a toy 2-D flow without Ray and print its test NLL in nats"),
-    "signal": ("studies.signal", "signal preservation of the activations (paper Table 5 / 8)"),
+PASSTHROUGH = {  # the benchmark keeps its own arguments (it is a script of bench/, not a study)
     "bench": ("bench.run", "step time, memory and counter speed (JSON)"),
-    "reproduce": ("studies.reproduce", "the paper's toy results (Table 1, Figure 3), one Ray task per run"),
-    "scaling": ("studies.scaling", "budget-matched sweeps at several budgets: best score against parameters per family"),
-    "eta": ("studies.eta", "heatmaps of the learned concatenation weights of a checkpoint (paper Fig. 10)"),
 }
 DEMO = dict(space="demo-moons", trials=6, confirm_top=1, confirm_seeds=3)
 
@@ -161,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     _placement_args(t)
     for name, (_, text) in PASSTHROUGH.items():
         sub.add_parser(name, help=text, add_help=False)
-    from search_spaces.cli import register
+    from search_spaces.cli import register as register_space_commands
+    from studies.cli import register as register_studies
 
-    register(sub)
+    register_space_commands(sub)
+    register_studies(sub, key_value)
     return parser
 
 
@@ -254,9 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sweep(None if demo else args)
         if args.command == "demo":
             return cmd_sweep(None)
-        return int(args.func(args) or 0)  # results, best, train and the space commands
+        return int(args.func(args) or 0)  # results, best, train, the space commands and the studies
     except UserError as err:
-        print(f"{PROG}: error: {err.summary()}", file=sys.stderr, flush=True)
+        for line in err.lines():  # one line per problem (a space file may have several)
+            print(f"{PROG}: error: {line}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

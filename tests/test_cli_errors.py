@@ -142,6 +142,21 @@ def test_numeric_options_of_other_commands(capsys, argv):
     _fails_cleanly(capsys, argv)
 
 
+@pytest.mark.parametrize("argv,fragment", [
+    (["toy", "--blocks", "0"], "--blocks: 0 must be >= 1"),
+    (["toy", "--family", "glow"], "invalid choice: 'glow'"),
+    (["reproduce", "toy", "--models", "resflow,nope"], "--models: nope not among"),
+    (["reproduce", "toy", "--seeds", "a"], "--seeds 'a'"),
+    (["eta", "/no/such/checkpoint"], "not a checkpoint folder"),
+    (["scaling", "--space", "demo-moons", "--confirm-seeds", "1"], "--confirm-seeds must be 0"),
+    (["count", "--growth", "x"], "--growth: 'x' is not a whole number"),
+    (["signal", "--pairs", "many"], "invalid int value: 'many'"),
+])
+def test_the_studies_and_space_commands_share_the_one_error_policy(capsys, argv, fragment):
+    """Every sub-command is on the one parser: one line, exit code 2, whatever the command."""
+    _fails_cleanly(capsys, argv, fragment)
+
+
 def test_unknown_experiment(capsys, storage):
     _fails_cleanly(capsys, ["results", "nope", "--storage", str(storage)], "nope")
     _fails_cleanly(capsys, ["best", "nope", "--storage", str(storage), "--out", str(storage / "b.yaml")], "nope")

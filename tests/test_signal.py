@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import studies.signal as signal
-from studies.signal import format_table, main, signal_preservation, signal_table
+from studies.signal import format_table, signal_preservation, signal_table
+from sweeper.cli import main
 
 # float64 reference, Table 5 (std 1): mean over seeds 0-2 of (mean, max)
 TABLE5 = {
@@ -100,7 +101,7 @@ def test_format_and_main(capsys: pytest.CaptureFixture[str]) -> None:
     rows = signal_table(dims=(1, 4), n_pairs=200, seed=0)
     text = format_table(rows)
     assert "CLipSwish" in text and "D=4" in text and len(text.splitlines()) == 6
-    assert main(["--dims", "1", "4", "--pairs", "200", "--std", "5"]) == 0
+    assert main(["signal", "--dims", "1", "4", "--pairs", "200", "--std", "5"]) == 0
     out = capsys.readouterr().out
     assert "Identity" in out and "1.0000" in out
 

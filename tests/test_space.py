@@ -11,7 +11,7 @@ import pytest
 
 from model import ModelConfig, model_config
 from search_spaces import BUDGETS, SpaceError, count_parameters, load_space, shipped_spaces, space_from_dict
-from search_spaces.cli import main
+from sweeper.cli import main
 from model.datasets import DATASETS
 
 SHIPPED = ["cifar10-full", "cifar10-small", "demo-moons", "digits", "imagenet32", "scaling-cifar10", "scaling-digits",
