@@ -43,7 +43,7 @@ def bench_space(folder: Path) -> str:
 
 def epoch_events(exp: str) -> list[tuple[float, str, float]]:
     """(report time, trial id, score) of every epoch any trial reported, in time order."""
-    from sweeper.results import trial_records
+    from sweeper.records import trial_records
     from sweeper.storage import locate
 
     events = []

@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from model.config import SHARED_FIELDS, ConfigError, ModelConfig, flat_dict, model_config, toy_config
-from model.families import arch_fields, budget_family, family_names, get_family
+from model.families import arch_fields, budget_family, family_names
 from model.datasets import DATASETS, TOY_SETS
 from model.errors import UserError
 from model.train_config import SEARCHABLE as TRAIN_SEARCHABLE

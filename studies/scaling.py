@@ -139,7 +139,7 @@ def scaling_table(exp: Location):
     """One row per budget and family: the best trial and what the family spent."""
     import pandas as pd
 
-    from sweeper.results import results_table, scored
+    from sweeper.table import results_table, scored
 
     doc = json.loads(exp.join(SCALING_FILE).read_text())
     rows = []
@@ -208,7 +208,7 @@ def scaling_figure(df, path_or_buf, ylabel: str, data: str | None) -> None:
 
 
 def write_scaling_outputs(exp: Location) -> tuple[Any, dict[str, str]]:
-    from sweeper.results import write_table
+    from sweeper.table import write_table
 
     df = scaling_table(exp)
     out = {"csv": exp.join(SCALING_CSV), "parquet": exp.join(SCALING_PARQUET), "png": exp.join(SCALING_PNG)}
@@ -286,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
             sub_exp = exp.join(f"b{params}")
             settings_file = sub_exp.join(SETTINGS_FILE)
             if settings_file.is_file():
-                from sweeper.results import all_trials_ended
+                from sweeper.records import all_trials_ended
                 from sweeper.settings import SweepSettings
 
                 if all_trials_ended(sub_exp, SweepSettings.load(sub_exp).trials):

@@ -25,7 +25,6 @@ import torch
 from model.config import ModelConfig, toy_config
 from model.data import TOY_IDENTITY_NLL, toy_sample
 from model.errors import UserError
-from model.families import family_names
 from model.flow import Flow, build_model
 from model.train_config import TrainConfig
 from model.train_step import TrainStep, evaluate

@@ -172,7 +172,7 @@ def options(cls: type, args: argparse.Namespace, **given: Any) -> Any:
 
 
 def cmd_sweep(args: argparse.Namespace | None) -> int:
-    from .results import summarise_sweep
+    from .report import summarise_sweep
     from .sweep import SweepOptions, run_sweep
 
     if args is None:
@@ -201,7 +201,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from .results import resolve_experiment, write_best
+    from .records import resolve_experiment
+    from .report import write_best
 
     doc = write_best(resolve_experiment(args.experiment, args.storage), args.top, args.out)
     for e in doc["configs"]:
@@ -217,7 +218,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     """A sweep's table and figures; for a scaling study's folder, its table across budgets."""
     from studies.scaling import SCALING_FILE, print_scaling, write_scaling_outputs
 
-    from .results import experiment_candidates, resolve_experiment, show_results
+    from .records import experiment_candidates, resolve_experiment
+    from .report import show_results
 
     for c in experiment_candidates(args.experiment, args.storage):
         if c.join(SCALING_FILE).is_file():

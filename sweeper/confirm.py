@@ -47,7 +47,8 @@ from .intervals import mean_interval, paired_difference
 from .lease import acquire
 from .metrics import TEST, VAL
 from .placement import connect_ray
-from .results import resolve_experiment, results_table, scored, trial_records, write_table
+from .records import resolve_experiment, trial_records
+from .table import results_table, scored, write_table
 from .search import BASELINE_ROLES
 from .settings import SweepSettings, score_label
 from .storage import Location

@@ -27,7 +27,7 @@ from model.run_config import RunConfig
 from .checkpoint import load_model
 from .metrics import BEST_VAL, TEST, VAL
 from .placement import plan
-from .results import load_best_entry
+from .report import load_best_entry
 from .settings import command_line_train, score_label
 from .storage import Location, check_writable, experiment_location, storage_errors
 from .trial import cause_line, make_torch_trainer

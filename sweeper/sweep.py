@@ -42,7 +42,7 @@ from search_spaces.space import fixed_trials_from_file
 from .lease import HEARTBEAT_S, STALE_AFTER_S, acquire
 from .metrics import BEST_VAL, TEST, VAL
 from .placement import connect_ray, plan
-from .results import recorded_scores, tune_trials
+from .records import recorded_scores, tune_trials
 from .search import BASELINE_ROLES, METRIC, MODE, StudySearcher, earlier_copies, settle_study
 from .settings import JOURNAL_FILE, SETTINGS_FILE, SweepSettings, command_line_train, load_space_text, space_text
 from .storage import Location, check_writable, experiment_location, locate, storage_errors

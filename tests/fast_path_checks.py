@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from model.activations import make_activation
-from model.config import ModelConfig, toy_config, model_config
+from model.config import model_config, toy_config
 from model.dense import DenseConvNet, DenseLayer
 from model.flow import build_model
 from model.logdet import power_series_logdet

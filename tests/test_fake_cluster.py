@@ -340,7 +340,7 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
             assert set(after) <= set(ckpts_before[t]) and max(after) == max(ckpts_before[t]), (
                 t, ckpts_before[t], after, out[-3000:])
 
-        from sweeper.results import results_table
+        from sweeper.table import results_table
 
         df = results_table(exp).set_index("trial")
         assert len(df) == 4 and set(df["status"]) <= {"finished", "stopped (ASHA)"}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from model.config import ModelConfig, model_config
-from model.families import family_names, unregister
+from model.families import unregister
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_old_flat_best_yaml_and_checkpoint_still_load(tmp_path):
     from model.flow import build_model
     from model.run_config import RunConfig
     from sweeper.checkpoint import load_model
-    from sweeper.results import load_best_entry
+    from sweeper.report import load_best_entry
 
     flat = {  # a model dict as the sweeps of 5a9d049 wrote it (toy i-DenseNet of the demo)
         "family": "idensenet", "input_shape": [2], "blocks_per_scale": [10], "activation": "lipswish",
@@ -113,7 +113,7 @@ def test_a_two_trial_sweep_of_a_family_defined_in_a_test_module(onelayer, ray_se
     from search_spaces import load_space
     from search_spaces.count import count_parameters
     from sweeper.cli import main
-    from sweeper.results import results_table
+    from sweeper.table import results_table
     from sweeper.storage import locate
 
     space = {

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import ModelConfig, build_model, toy_config, model_config
+from model import build_model, model_config, toy_config
 from model.data import TOY_IDENTITY_NLL, toy_sample
 from model.iresblock import InvertibleResBlock
 from studies.toy import evaluate_toy, train_toy

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from model.config import ModelConfig, model_config
+from model.config import model_config
 from model.data import TOY_IDENTITY_NLL
 from model.dense import dense_layers
 from model.flow import build_model

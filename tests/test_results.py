@@ -1,4 +1,4 @@
-"""The results table from trial records (sweeper/results.py, no Ray needed): statuses, scores,
+"""The results table from trial records (sweeper/table.py, no Ray needed): statuses, scores,
 order, the difference to the control arm, the verdicts, and best.yaml entries. The records are
 what ``trial_records`` reads through Ray from a real experiment (tested on real sweeps in
 test_sweep.py); here they are written out so every status and edge case appears once."""
@@ -14,7 +14,8 @@ import yaml
 from model import RunConfig, TrainConfig, toy_config
 from sweeper.run_reader import SavedCheckpoint
 from sweeper.storage import Location
-from sweeper.results import control_screen, family_verdict, load_best_entry, table_from_records
+from sweeper.report import load_best_entry
+from sweeper.table import control_screen, family_verdict, table_from_records
 from model.errors import UserError
 
 EPOCHS = 3
@@ -129,7 +130,7 @@ def test_a_best_entry_pairs_score_epoch_and_checkpoint_of_one_epoch():
     """The best epoch's checkpoint was not kept (here: only the last two are): the entry takes the best
     epoch that has one, its score and its checkpoint, and says so; never the best score with another
     epoch's checkpoint."""
-    from sweeper.results import epoch_with_checkpoint
+    from sweeper.report import epoch_with_checkpoint
 
     records = [_record("bbbb0001", "TERMINATED", "search", "idensenet", [3.0, 3.4, 3.2], 2),
                _record("bbbb0002", "TERMINATED", "search", "idensenet", [3.6, 3.5, 3.1], 3)]

@@ -233,7 +233,7 @@ def test_a_reader_never_writes_the_writers_study(tmp_path, monkeypatch):
     import pandas as pd
     from cluster_utils import s3_server
 
-    from sweeper.results import write_study_figures
+    from sweeper.report import write_study_figures
     from sweeper.search import latest_by_tune_id, study_snapshot, working_journal
     from sweeper.storage import locate
 

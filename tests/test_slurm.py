@@ -99,7 +99,7 @@ def test_the_batch_script_runs_a_sweep_on_its_own_ray_cluster(slurm, tmp_path):
     assert "all 1 node(s) joined the Ray cluster" in out and "sweep finished" in out, out[-3000:]
     used = int(_ray_port(out))
     assert f":{taken}" in out.split("starting Ray")[0] and used > taken and used % 16 == (taken - 7) % 16, out[-3000:]
-    from sweeper.results import results_table
+    from sweeper.table import results_table
     from sweeper.storage import locate
 
     df = results_table(locate(str(tmp_path / "runs" / "sl")))
@@ -141,7 +141,7 @@ def test_a_stopped_job_requeues_itself_and_loses_no_reported_epoch(slurm, tmp_pa
     """USR1 to the batch shell (what ``--signal=B:USR1@300`` sends before the time limit): the sweep
     stops cleanly, the job requeues itself, the next run resumes the sweep; every epoch reported
     before the stop is in the final table and study with the same score."""
-    from sweeper.results import results_table
+    from sweeper.table import results_table
     from sweeper.search import latest_by_tune_id, record_snapshot
     from sweeper.settings import SweepSettings
     from sweeper.storage import locate

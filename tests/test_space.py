@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from model import ModelConfig, model_config
+from model import model_config
 from search_spaces import BUDGETS, SpaceError, count_parameters, load_space, shipped_spaces, space_from_dict
 from sweeper.cli import main
 from model.datasets import DATASETS

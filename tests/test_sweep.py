@@ -81,7 +81,7 @@ def sweep(ray_session, tmp_path_factory):
 def test_sweep_table_control_arm_and_asha(sweep, capsys):
     from search_spaces import count_parameters, load_space
     from model import ModelConfig
-    from sweeper.results import results_table
+    from sweeper.table import results_table
     from sweeper.storage import locate
 
     code, root, exp = sweep
@@ -121,7 +121,7 @@ def test_sweep_table_control_arm_and_asha(sweep, capsys):
 def test_the_study_was_told_the_truth(sweep):
     import optuna
 
-    from sweeper.results import results_table
+    from sweeper.table import results_table
     from sweeper.storage import locate
 
     _, _, exp = sweep
@@ -271,7 +271,7 @@ def test_confirm_retrains_with_seeds_and_states_the_interval(sweep, capsys):
 
 def _agreement(exp: Path) -> tuple[dict, dict]:
     """Table status and the study's record (ending, state) of every trial, by Tune trial id."""
-    from sweeper.results import results_table
+    from sweeper.table import results_table
     from sweeper.search import latest_by_tune_id
     from sweeper.storage import locate
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import ModelConfig, RunConfig, TrainConfig, toy_config, model_config
+from model import RunConfig, TrainConfig, model_config, toy_config
 from sweeper.checkpoint import load_model, load_state
 
 # a small real-image flow: digits (1x8x8, 17 levels), 2 scales of 1 block, 1 FC block

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.config import ModelConfig, toy_config, model_config
+from model.config import model_config, toy_config
 from model.flow import build_model
 from model.train_config import TrainConfig
 from model.train_step import ParamEMA, TrainStep
