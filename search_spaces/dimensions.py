@@ -142,29 +142,42 @@ class Dimension:
 def parse_dimension(
     name: str, kind: str, target: str, spec: Mapping[str, Any], path: str, err: Any
 ) -> Dimension | None:
+    """The dimension a ``search:`` entry describes (``choices``, or a range), or None after
+    reporting its problems to ``err(key path, message)``; ``kind`` is the field's kind."""
+    if "choices" in spec:
+        return _categorical(name, kind, target, spec, path, err)
+    return _range(name, kind, target, spec, path, err)
+
+
+def _categorical(name: str, kind: str, target: str, spec: Mapping[str, Any], path: str, err: Any) -> Dimension | None:
+    """``{choices: [...]}``: every choice coerced to the field's kind, no duplicates."""
+    extra = sorted(set(spec) - {"choices"})
+    if extra:
+        err(path, f"'choices' excludes {', '.join(extra)}")
+    choices = spec["choices"]
+    if not isinstance(choices, list) or not choices:
+        err(f"{path}.choices", "must be a non-empty list")
+        return None
+    values, ok = [], True
+    for i, c in enumerate(choices):
+        v, problem = coerce(kind, c)
+        if problem:
+            err(f"{path}.choices[{i}]", problem)
+            ok = False
+        values.append(v)
+    if not ok:
+        return None
+    encoded = [encode(v) for v in values]
+    if len(set(map(repr, encoded))) != len(encoded):
+        err(f"{path}.choices", "contains duplicates")
+        return None
+    return Dimension(name, target, "categorical", tuple(values))
+
+
+def _range(name: str, kind: str, target: str, spec: Mapping[str, Any], path: str, err: Any) -> Dimension | None:
+    """``{low, high}`` with optional ``log`` and ``step`` (``shared`` for ``eta_init``): an integer, float
+    or η range, its bounds ordered, a log range positive and without a step."""
     keys = set(spec)
-    if "choices" in keys:
-        extra = sorted(keys - {"choices"})
-        if extra:
-            err(path, f"'choices' excludes {', '.join(extra)}")
-        choices = spec["choices"]
-        if not isinstance(choices, list) or not choices:
-            err(f"{path}.choices", "must be a non-empty list")
-            return None
-        values, ok = [], True
-        for i, c in enumerate(choices):
-            v, problem = coerce(kind, c)
-            if problem:
-                err(f"{path}.choices[{i}]", problem)
-                ok = False
-            values.append(v)
-        if not ok:
-            return None
-        encoded = [encode(v) for v in values]
-        if len(set(map(repr, encoded))) != len(encoded):
-            err(f"{path}.choices", "contains duplicates")
-            return None
-        return Dimension(name, target, "categorical", tuple(values))
     allowed = RANGE_KEYS | ({"shared"} if name == "eta_init" else set())
     extra = sorted(keys - allowed)
     if extra:

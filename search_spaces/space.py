@@ -245,193 +245,28 @@ def _section(data: Mapping[str, Any], key: str, kind: type, err: Any) -> Any:
 def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "space") -> Space:
     """Validate a parsed space file; raises :class:`SpaceError` listing every problem.
 
-    Three passes: types and structure; each fixed value and each searched choice/bound against the
-    model config's own rules (and the train values against :class:`TrainConfig`); then every
-    combination of count-changing choices and every fixed trial (a valid config, and a width within
-    tolerance of the budget).
+    Three passes (:class:`_SpaceReader`): types and structure; each fixed value and each searched
+    choice/bound against the model config's own rules (and the train values against
+    :class:`TrainConfig`); then every combination of count-changing choices and every fixed trial (a
+    valid config, and a width within tolerance of the budget).
     """
-    err = _Collector(source)
     if not isinstance(data, Mapping):
         raise SpaceError([(f"{source}: (top level)", f"must be a mapping of {', '.join(TOP_KEYS)}")])
-    for key in data:
-        if key not in TOP_KEYS:
-            err(str(key), f"unknown key; valid keys: {', '.join(TOP_KEYS)}")
-
-    name = data.get("name", default_name)
-    if not isinstance(name, str) or not name:
-        err("name", f"{name!r} is not a non-empty string")
-        name = default_name
-    budgets = data.get("budgets")  # `idensenet scaling`'s list; a sweep of the file runs at `budget:`
-    if budgets is not None and not (isinstance(budgets, list) and budgets):
-        err("budgets", "must be a non-empty list of parameter counts, preset names or reference configs")
-    follow = data.get("follow_reference", [])
-    if not (isinstance(follow, list) and all(f in FOLLOWABLE for f in follow)):
-        err("follow_reference", f"must be a list of model fields among {', '.join(FOLLOWABLE)}")
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        err("description", "must be a string")
-        description = ""
-
-    count_ok = True  # the feasibility pass needs valid count-changing values
-    dataset = data.get("dataset")
-    if dataset is None:
-        err("dataset", f"missing; one of {', '.join(DATASETS)}")
-        count_ok = False
-    elif not isinstance(dataset, str) or dataset.lower() not in DATASETS:
-        err("dataset", f"{dataset!r} is not one of {', '.join(DATASETS)}")
-        count_ok = False
-    dataset = dataset.lower() if isinstance(dataset, str) else ""
-    info = DATASETS.get(dataset)
-
-    tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
-    tol = as_number(tolerance)
-    if tol is None or not 0 < tol < 1:
-        err("tolerance", f"{tolerance!r} must be a relative tolerance in (0, 1), e.g. 0.015")
-        tol = DEFAULT_TOLERANCE
-    budget: Budget | None = None
-    if "budget" not in data:
-        err("budget", f"missing; a preset ({', '.join(BUDGETS)}), a reference config or a number of parameters")
-    else:
-        try:
-            budget = make_budget(data["budget"], tol, dataset if info else None)
-        except UnknownBudget as e:
-            err("budget", e.summary())
-
-    # defaults: the authors' toy or image model, with the data set's shape
-    toy = dataset in TOY_SETS
-    base: dict[str, Any] = flat_values(toy_config() if toy else ModelConfig())
-    if info is not None:
-        base["input_shape"] = info.shape
-        if info.n_levels is not None:
-            base["n_levels"] = info.n_levels
-    if budget is not None and budget.reference is not None:  # searched models of its family take its layout
-        ref = budget.reference
-        base.update({f: getattr(ref.arch, f) for f in ref.family_spec.fields()})
-    model_raw, search_raw, train_raw = (_section(data, k, dict, err) for k in ("model", "search", "train"))
-
-    # the widths the solver sets (each family's width field, e.g. growth or hidden)
-    fam_spec = search_raw.get("family", model_raw.get("family", base["family"]))
-    fam_values = fam_spec.get("choices") if isinstance(fam_spec, Mapping) else [fam_spec]
-    fams = [f for f in fam_values if f in family_names()] if isinstance(fam_values, list) else []
-    fams = fams or [base["family"]]
-    solved = {width_field_of(base, f) for f in fams}
-    kinds = model_field_kinds()
-    counting = count_fields()
-
-    # ---- pass 1: structure and types
-    fixed: dict[str, tuple[Any, str]] = {}  # field -> (value, key path)
-    for key, value in model_raw.items():
-        path = f"model.{key}"
-        if key not in kinds:
-            err(path, "unknown model config field")
-            continue
-        v, problem = coerce(kinds[key], value)
-        if problem:
-            err(path, problem)
-            count_ok = count_ok and key not in counting
-        elif key in solved:
-            err(path, f"{key} is solved from the budget; remove it")
-        else:
-            fixed[key] = (v, path)
-
-    train: dict[str, Any] = {}
-    train_paths: dict[str, str] = {}
-    for key, value in train_raw.items():
-        train[str(key)], train_paths[str(key)] = value, f"train.{key}"
-
-    dims: list[Dimension] = []
-    for key, spec in search_raw.items():
-        path = f"search.{key}"
-        if key in TRAIN_SEARCHABLE:
-            target, kind = "train", TRAIN_SEARCHABLE[key]
-        elif key in kinds:
-            target, kind = "model", kinds[key]
-        else:
-            err(path, f"unknown dimension; a model config field or one of {', '.join(TRAIN_SEARCHABLE)}")
-            continue
-        if target == "model" and key in solved:
-            err(path, f"{key} is solved from the budget; it cannot be searched")
-            continue
-        if target == "model" and key in model_raw:
-            err(path, f"also fixed under model.{key}; give it once")
-            continue
-        if not isinstance(spec, Mapping):  # a plain value fixes it
-            if target == "train":
-                train[key], train_paths[key] = spec, path
-                continue
-            v, problem = coerce(kind, spec)
-            if problem:
-                err(path, problem)
-                count_ok = count_ok and key not in counting
-            else:
-                fixed[key] = (v, path)
-            continue
-        if key == "input_shape":
-            err(path, "input_shape is fixed by the dataset")
-            continue
-        dim = parse_dimension(key, kind, target, spec, path, err)
-        if dim is None:
-            count_ok = count_ok and key not in counting
-        elif dim.counts and dim.kind not in ("categorical", "int"):
-            err(path, f"{key} changes the parameter count; give 'choices' or an integer range")
-            count_ok = False
-        elif target == "train" and key == "lr" and dim.low <= 0:
-            err(path, "the learning rate must be > 0")
-        else:
-            dims.append(dim)
-
-    train = _checked_train(train, train_paths, dataset if info else "moons", err)
-    schedule = _schedule(data.get("schedule"), err)
-
-    # ---- pass 2: each fixed value and each searched value against the config rules
-    defaults = {s: base[s] for s in solved}
-    for f in fams:  # a placeholder valid for every activation until the width is solved
-        base = with_width_values(base, 2, f)
-    model_dims = [d for d in dims if d.target == "model"]
-    reference = {**base, **{k: v for k, (v, _) in fixed.items()}, **{d.name: d.representatives()[0] for d in model_dims}}
-    for key, (value, path) in fixed.items():
-        if key == "input_shape" and info is not None and value != info.shape:
-            err(path, f"{list(value)} does not match dataset {dataset} {list(info.shape)}")
-        elif key == "n_levels" and not toy and info is not None and value != info.n_levels:
-            err(path, f"{value} does not match dataset {dataset} ({info.n_levels} levels)")
-        else:
-            found = _messages_about(_config_problems(reference), key)
-            for text in found:
-                err(path, text)
-            if not found:
-                base[key] = value
-                continue
-        count_ok = count_ok and key not in counting
-    good_dims: list[Dimension] = []  # for pass 3: count dimensions keep only their valid values
-    for d in dims:
-        if d.target == "train":
-            good_dims.append(d)
-            continue
-        valid = []
-        for v in (d.values() if d.counts else d.representatives()):
-            found = _messages_about(_config_problems({**reference, d.name: v}), d.name)
-            for text in found:
-                err(f"search.{d.name}", text)
-            if not found:
-                valid.append(v)
-        if not d.counts:
-            if valid:  # pass 3 sets it to a valid value
-                good_dims.append(dataclasses.replace(d, kind="categorical", choices=(valid[0],)))
-        elif valid:
-            good_dims.append(dataclasses.replace(d, kind="categorical", choices=tuple(valid)))
-        else:
-            count_ok = False
-
-    # ---- pass 3: every combination of count-changing choices, and every fixed trial
+    reader = _SpaceReader(data, source)
+    name, description = reader.header(default_name)
+    reader.dataset_and_budget()
+    reader.defaults()
+    fixed, train, dims = reader.types()  # pass 1
+    schedule = _schedule(data.get("schedule"), reader.err)
+    good_dims = reader.against_rules(fixed, dims)  # pass 2
     solutions: dict[tuple[Any, ...], Solution] = {}
-    if count_ok and budget is not None:
-        _check_combinations(base, good_dims, budget, err, solutions)
-    space = None
-    base.update(defaults)  # a proposal's own width is solved; the other family's keeps its default
+    if reader.count_ok and reader.budget is not None:  # pass 3
+        _check_combinations(reader.base, good_dims, reader.budget, reader.err, solutions)
+    err, space = reader.err, None
     if not err.problems:
-        assert budget is not None
+        assert reader.budget is not None
         space = Space(
-            name=name, dataset=dataset, budget=budget, base=dict(base),
+            name=name, dataset=reader.dataset, budget=reader.budget, base=reader.proposal_base(),
             fixed={k: v for k, (v, _) in fixed.items()}, train=train, dimensions=tuple(dims),
             solutions=solutions, description=description, source=source, schedule=schedule,
         )
@@ -441,6 +276,192 @@ def space_from_dict(data: Any, source: str = "<dict>", default_name: str = "spac
     if err.problems:
         raise SpaceError(err.problems)
     return space
+
+
+class _SpaceReader:
+    """The state :func:`space_from_dict` builds up pass by pass; every problem goes to ``err`` and
+    ``count_ok`` turns False when a count-changing value is unusable (pass 3 then does not run)."""
+
+    def __init__(self, data: Mapping[str, Any], source: str) -> None:
+        self.data, self.err, self.count_ok = data, _Collector(source), True
+        self.dataset, self.info, self.budget = "", None, None
+        self.kinds, self.counting = model_field_kinds(), count_fields()
+        for key in data:
+            if key not in TOP_KEYS:
+                self.err(str(key), f"unknown key; valid keys: {', '.join(TOP_KEYS)}")
+        self.model_raw, self.search_raw, self.train_raw = (
+            _section(data, k, dict, self.err) for k in ("model", "search", "train"))
+
+    def header(self, default_name: str) -> tuple[str, str]:
+        """The space's name and description; the shape of ``budgets:`` and ``follow_reference:``."""
+        data, err = self.data, self.err
+        name = data.get("name", default_name)
+        if not isinstance(name, str) or not name:
+            err("name", f"{name!r} is not a non-empty string")
+            name = default_name
+        budgets = data.get("budgets")  # `idensenet scaling`'s list; a sweep of the file runs at `budget:`
+        if budgets is not None and not (isinstance(budgets, list) and budgets):
+            err("budgets", "must be a non-empty list of parameter counts, preset names or reference configs")
+        follow = data.get("follow_reference", [])
+        if not (isinstance(follow, list) and all(f in FOLLOWABLE for f in follow)):
+            err("follow_reference", f"must be a list of model fields among {', '.join(FOLLOWABLE)}")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            err("description", "must be a string")
+            description = ""
+        return name, description
+
+    def dataset_and_budget(self) -> None:
+        data, err = self.data, self.err
+        dataset = data.get("dataset")
+        if dataset is None:
+            err("dataset", f"missing; one of {', '.join(DATASETS)}")
+            self.count_ok = False
+        elif not isinstance(dataset, str) or dataset.lower() not in DATASETS:
+            err("dataset", f"{dataset!r} is not one of {', '.join(DATASETS)}")
+            self.count_ok = False
+        self.dataset = dataset.lower() if isinstance(dataset, str) else ""
+        self.info = DATASETS.get(self.dataset)
+        tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
+        tol = as_number(tolerance)
+        if tol is None or not 0 < tol < 1:
+            err("tolerance", f"{tolerance!r} must be a relative tolerance in (0, 1), e.g. 0.015")
+            tol = DEFAULT_TOLERANCE
+        if "budget" not in data:
+            err("budget", f"missing; a preset ({', '.join(BUDGETS)}), a reference config or a number of parameters")
+            return
+        try:
+            self.budget = make_budget(data["budget"], tol, self.dataset if self.info else None)
+        except UnknownBudget as e:
+            err("budget", e.summary())
+
+    def defaults(self) -> None:
+        """``base``: the authors' toy or image model with the data set's shape (every family's fields,
+        flat), the budget's reference layout for its own family; ``solved``: the width fields of the
+        families the space can propose."""
+        self.toy = self.dataset in TOY_SETS
+        base: dict[str, Any] = flat_values(toy_config() if self.toy else ModelConfig())
+        if self.info is not None:
+            base["input_shape"] = self.info.shape
+            if self.info.n_levels is not None:
+                base["n_levels"] = self.info.n_levels
+        if self.budget is not None and self.budget.reference is not None:  # its family's searched models take its layout
+            ref = self.budget.reference
+            base.update({f: getattr(ref.arch, f) for f in ref.family_spec.fields()})
+        spec = self.search_raw.get("family", self.model_raw.get("family", base["family"]))
+        values = spec.get("choices") if isinstance(spec, Mapping) else [spec]
+        self.families = [f for f in values if f in family_names()] if isinstance(values, list) else []
+        self.families = self.families or [base["family"]]
+        self.solved = {width_field_of(base, f) for f in self.families}
+        self.base = base
+
+    def _fix(self, key: str, kind: str, value: Any, path: str, fixed: dict[str, tuple[Any, str]]) -> None:
+        v, problem = coerce(kind, value)
+        if problem:
+            self.err(path, problem)
+            self.count_ok = self.count_ok and key not in self.counting
+        else:
+            fixed[key] = (v, path)
+
+    def types(self) -> tuple[dict[str, tuple[Any, str]], dict[str, Any], list[Dimension]]:
+        """Pass 1, structure and types: (fixed model values with their key paths, train values as
+        :class:`TrainConfig` reads them, searched dimensions)."""
+        err, kinds = self.err, self.kinds
+        fixed: dict[str, tuple[Any, str]] = {}  # field -> (value, key path)
+        for key, value in self.model_raw.items():
+            path = f"model.{key}"
+            if key not in kinds:
+                err(path, "unknown model config field")
+            elif key in self.solved and not coerce(kinds[key], value)[1]:
+                err(path, f"{key} is solved from the budget; remove it")
+            else:
+                self._fix(key, kinds[key], value, path, fixed)
+        train = {str(k): v for k, v in self.train_raw.items()}
+        train_paths = {str(k): f"train.{k}" for k in self.train_raw}
+        dims: list[Dimension] = []
+        for key, spec in self.search_raw.items():
+            path = f"search.{key}"
+            if key in TRAIN_SEARCHABLE:
+                target, kind = "train", TRAIN_SEARCHABLE[key]
+            elif key in kinds:
+                target, kind = "model", kinds[key]
+            else:
+                err(path, f"unknown dimension; a model config field or one of {', '.join(TRAIN_SEARCHABLE)}")
+                continue
+            if target == "model" and key in self.solved:
+                err(path, f"{key} is solved from the budget; it cannot be searched")
+            elif target == "model" and key in self.model_raw:
+                err(path, f"also fixed under model.{key}; give it once")
+            elif not isinstance(spec, Mapping):  # a plain value fixes it
+                if target == "train":
+                    train[key], train_paths[key] = spec, path
+                else:
+                    self._fix(key, kind, spec, path, fixed)
+            elif key == "input_shape":
+                err(path, "input_shape is fixed by the dataset")
+            else:
+                self._dimension(key, kind, target, spec, path, dims)
+        train = _checked_train(train, train_paths, self.dataset if self.info else "moons", err)
+        return fixed, train, dims
+
+    def _dimension(self, key: str, kind: str, target: str, spec: Mapping[str, Any], path: str,
+                   dims: list[Dimension]) -> None:
+        dim = parse_dimension(key, kind, target, spec, path, self.err)
+        if dim is None:
+            self.count_ok = self.count_ok and key not in self.counting
+        elif dim.counts and dim.kind not in ("categorical", "int"):
+            self.err(path, f"{key} changes the parameter count; give 'choices' or an integer range")
+            self.count_ok = False
+        elif target == "train" and key == "lr" and dim.low <= 0:
+            self.err(path, "the learning rate must be > 0")
+        else:
+            dims.append(dim)
+
+    def against_rules(self, fixed: Mapping[str, tuple[Any, str]], dims: list[Dimension]) -> list[Dimension]:
+        """Pass 2: each fixed value and each searched value against the config's rules. Returns the
+        dimensions pass 3 combines: count-changing ones keep only their valid values, the others
+        one valid representative."""
+        err, info = self.err, self.info
+        self.defaults_of_solved = {s: self.base[s] for s in self.solved}
+        for f in self.families:  # a placeholder valid for every activation until the width is solved
+            self.base = with_width_values(self.base, 2, f)
+        model_dims = [d for d in dims if d.target == "model"]
+        reference = {**self.base, **{k: v for k, (v, _) in fixed.items()},
+                     **{d.name: d.representatives()[0] for d in model_dims}}
+        for key, (value, path) in fixed.items():
+            if key == "input_shape" and info is not None and value != info.shape:
+                err(path, f"{list(value)} does not match dataset {self.dataset} {list(info.shape)}")
+            elif key == "n_levels" and not self.toy and info is not None and value != info.n_levels:
+                err(path, f"{value} does not match dataset {self.dataset} ({info.n_levels} levels)")
+            else:
+                found = _messages_about(_config_problems(reference), key)
+                for text in found:
+                    err(path, text)
+                if not found:
+                    self.base[key] = value
+                    continue
+            self.count_ok = self.count_ok and key not in self.counting
+        good: list[Dimension] = []
+        for d in dims:
+            if d.target == "train":
+                good.append(d)
+                continue
+            valid = []
+            for v in (d.values() if d.counts else d.representatives()):
+                found = _messages_about(_config_problems({**reference, d.name: v}), d.name)
+                for text in found:
+                    err(f"search.{d.name}", text)
+                if not found:
+                    valid.append(v)
+            if valid:  # a non-counting dimension: pass 3 sets it to one valid value
+                good.append(dataclasses.replace(d, kind="categorical", choices=tuple(valid) if d.counts else (valid[0],)))
+            elif d.counts:
+                self.count_ok = False
+        return good
+
+    def proposal_base(self) -> dict[str, Any]:
+        """The space's base values: a proposal's own width is solved, another family's keeps its default."""
+        return {**self.base, **self.defaults_of_solved}
 
 
 def _checked_train(train: dict[str, Any], paths: Mapping[str, str], dataset: str, err: Any) -> dict[str, Any]:
