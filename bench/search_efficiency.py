@@ -43,13 +43,14 @@ def bench_space(folder: Path) -> str:
 
 def epoch_events(exp: str) -> list[tuple[float, str, float]]:
     """(report time, trial id, score) of every epoch any trial reported, in time order."""
+    from sweeper.metrics import TEST
     from sweeper.records import trial_records
     from sweeper.storage import locate
 
     events = []
     for rec in trial_records(locate(exp)):
         for row in rec["epochs"]:
-            score = row.get("test_score")
+            score = row.get(TEST)
             score = float(score) if score is not None else math.nan
             events.append((float(row.get("timestamp") or 0.0), rec["trial_id"], score))
     return sorted(events)

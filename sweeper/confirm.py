@@ -45,7 +45,7 @@ from model.run_config import RunConfig
 
 from .intervals import mean_interval, paired_difference
 from .lease import acquire
-from .metrics import TEST, VAL
+from .metrics import DIVERGED, TEST, VAL
 from .placement import connect_ray
 from .records import resolve_experiment, trial_records
 from .table import results_table, scored, write_table
@@ -195,11 +195,11 @@ def confirmation_runs(loc: Location, cases: list[dict[str, Any]]) -> pd.DataFram
     rows = []
     for rec in trial_records(loc):
         case = cases[int(rec["config"]["case"])]
-        scored_epochs = [r for r in rec["epochs"] if not r.get("diverged") and math.isfinite(float(r.get(VAL, math.nan)))]
+        scored_epochs = [r for r in rec["epochs"] if not r.get(DIVERGED) and math.isfinite(float(r.get(VAL, math.nan)))]
         best = min(scored_epochs, key=lambda r: float(r[VAL])) if scored_epochs else None
         last = rec["epochs"][-1] if rec["epochs"] else {}
         rows.append({"arm": case["trial"]["arm"], "seed": case["trial"]["seed"], "trial": rec["trial_id"],
-                     "status": "diverged" if last.get("diverged") else rec["status"].lower(),
+                     "status": "diverged" if last.get(DIVERGED) else rec["status"].lower(),
                      "epochs_run": int(last.get("epoch", 0)), "best_epoch": int(best["epoch"]) if best else None,
                      "val": float(best[VAL]) if best else math.nan, "test": float(best[TEST]) if best else math.nan,
                      "describe": case["trial"]["describe"]})

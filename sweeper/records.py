@@ -18,7 +18,7 @@ from ray.tune import ExperimentAnalysis
 
 from model.errors import UserError
 
-from .metrics import VAL
+from .metrics import DIVERGED, VAL
 from .run_reader import saved_checkpoints
 from .search import BASELINE_ROLES
 from .settings import SETTINGS_FILE
@@ -80,7 +80,7 @@ def trial_records(exp: Location) -> list[dict[str, Any]]:
 
 
 def finite(r: dict[str, Any], key: str) -> bool:
-    return not r.get("diverged") and r.get(key) is not None and math.isfinite(float(r[key]))
+    return not r.get(DIVERGED) and r.get(key) is not None and math.isfinite(float(r[key]))
 
 
 def epoch_scores(rec: dict[str, Any], key: str = VAL) -> list[tuple[int, float]]:

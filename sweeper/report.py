@@ -49,7 +49,7 @@ def best_configs(exp: Location, top: int) -> dict[str, Any]:
         val, test, epoch, ckpt, note = epoch_with_checkpoint(row, saved[row.trial])
         entries.append({
             "rank": rank, "trial_id": str(row.trial), "role": row.role, "label": row.label, "status": row.status,
-            "val_score": val, "test_score": test, "unit": settings.unit, "best_epoch": epoch,
+            VAL: val, TEST: test, "unit": settings.unit, "best_epoch": epoch,
             "epochs_run": int(row.epochs_run), "param_count": int(row.param_count),
             "budget_deviation": (cfg.get("trial") or {}).get("budget_deviation"),
             "checkpoint": exp.sibling_path(ckpt).uri if ckpt else None,

@@ -58,7 +58,7 @@ from ray.tune.search import Searcher
 from search_spaces.suggest import fixed_attrs, suggest
 
 from . import endings
-from .metrics import VAL
+from .metrics import DIVERGED, VAL
 from .settings import SweepSettings, load_space_of
 from .storage import atomic_write_file, locate
 
@@ -326,7 +326,7 @@ class StudySearcher(Searcher):
             frozen = self._trial(trial_id)
         epoch = int((result or {}).get("epoch") or max(frozen.intermediate_values, default=0))
         ending = endings.classify(epochs_run=epoch, epochs=self.settings.epochs,
-                                  diverged=bool((result or {}).get("diverged")), errored=error,
+                                  diverged=bool((result or {}).get(DIVERGED)), errored=error,
                                   stopped_by=endings.SCHEDULER)
         end_trial(self._study_of(frozen), frozen, ending, epoch)
         self._sync(force=True)
@@ -372,7 +372,7 @@ def settle_study(settings: SweepSettings, tune_trials: dict[str, tuple[str, dict
         if status not in ("TERMINATED", "ERROR"):
             continue
         epoch = int(last.get("epoch") or max(frozen.intermediate_values, default=0))
-        ending = endings.classify(epochs_run=epoch, epochs=settings.epochs, diverged=bool(last.get("diverged")),
+        ending = endings.classify(epochs_run=epoch, epochs=settings.epochs, diverged=bool(last.get(DIVERGED)),
                                   errored=status == "ERROR",
                                   stopped_by=endings.TIME_BUDGET if settings.time_budget_s else endings.SCHEDULER)
         end_trial(study, frozen, ending, epoch)

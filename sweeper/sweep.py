@@ -40,7 +40,7 @@ from search_spaces.schedule import DEFAULT_REDUCTION, default_grace
 from search_spaces.space import fixed_trials_from_file
 
 from .lease import HEARTBEAT_S, STALE_AFTER_S, acquire
-from .metrics import BEST_VAL, TEST, VAL
+from .metrics import BEST_VAL, DIVERGED, TEST, VAL
 from .placement import connect_ray, plan
 from .records import recorded_scores, tune_trials
 from .search import BASELINE_ROLES, METRIC, MODE, StudySearcher, earlier_copies, settle_study
@@ -303,7 +303,7 @@ class ProgressPrinter(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
         if result.get("replayed") or "epoch" not in result:
             return
-        if result.get("diverged"):
+        if result.get(DIVERGED):
             self._say(f"{trial.trial_id} epoch {result['epoch']}/{self.epochs}  DIVERGED (non-finite loss)")
             return
         self._say(f"{trial.trial_id} epoch {result['epoch']}/{self.epochs}  val {result[VAL]:.4f} "
@@ -314,7 +314,7 @@ class ProgressPrinter(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
-        status = ("diverged" if last.get("diverged") else
+        status = ("diverged" if last.get(DIVERGED) else
                   "finished" if epoch >= self.epochs else f"stopped by ASHA after {epoch} epoch(s)")
         best = last.get(BEST_VAL)
         self._say(f"{trial.trial_id} {status}" + (f", best val {best:.4f}" if best is not None else ""))

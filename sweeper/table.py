@@ -21,7 +21,7 @@ from model.families import arch_fields, budget_family, families
 from . import endings
 from .records import epoch_scores, trial_records
 from .run_reader import checkpoint_of_epoch
-from .metrics import TEST
+from .metrics import DIVERGED, TEST
 from .search import recorded_endings
 from .settings import SweepSettings
 from .storage import Location
@@ -39,7 +39,7 @@ def status_of(rec: dict[str, Any], epochs: int, recorded: tuple[str, int] | None
     if live:
         return endings.INCOMPLETE, None
     last = rec["epochs"][-1] if rec["epochs"] else {}
-    return endings.tune_ending(rec["status"], int(last.get("epoch", 0)), epochs, bool(last.get("diverged", False))), None
+    return endings.tune_ending(rec["status"], int(last.get("epoch", 0)), epochs, bool(last.get(DIVERGED, False))), None
 
 
 def best_checkpoint(saved, best_epoch: int | None) -> str | None:  # noqa: ANN001

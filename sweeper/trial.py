@@ -22,7 +22,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from .metrics import VAL
+from .metrics import DIVERGED, VAL
 from .placement import TrialShape
 from .settings import TRAIN_RUNS_DIR, SweepSettings
 from .run_reader import checkpointed_history
@@ -72,7 +72,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     history = checkpointed_history(run)
     for metrics in history:
         tune.report({**metrics, "replayed": True})
-    if history and (history[-1].get("diverged") or history[-1]["epoch"] >= config["run"]["train"]["epochs"]):
+    if history and (history[-1].get(DIVERGED) or history[-1]["epoch"] >= config["run"]["train"]["epochs"]):
         return  # the run had ended before the interruption: nothing left to train
     shape = TrialShape(**sweep.shape)
     trainer = make_torch_trainer(loop_config(config, sweep), shape, run, callbacks=[TuneReportCallback()],

@@ -26,6 +26,7 @@ import socket
 import tempfile
 import time
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from model.run_config import RunConfig
 from model.train_step import TrainStep, all_reduce_sum, distributed, evaluate, model_input
 
 from .checkpoint import capture_rng, load_rng, load_state, restore_rng, save_checkpoint
-from .metrics import BEST_VAL, TEST, VAL
+from .metrics import BEST_VAL, DIVERGED, TEST, VAL
 
 
 def choose_device(request: str, cpu_if_no_cuda: bool = False) -> torch.device:
@@ -92,16 +93,27 @@ def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Ray Train entry point; returns rank 0's summary ``{status, epochs, best_val_score, history}``."""
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+@dataclass
+class _Run:
+    """What one worker's training holds: the run config, this rank's place, the model and its step."""
+
+    run: RunConfig
+    rank: int
+    world: int
+    device: torch.device
+    model: Flow
+    step: TrainStep
+    loaders: Any
+    roulette: torch.Generator
+
+
+def _set_up(config: dict[str, Any], rank: int, world: int) -> _Run:
+    """The run config (its family's module imported first), the device, the flow with identical
+    initial weights on every rank, the shared Russian-roulette generator, the loaders and the step."""
     import_modules(config.get("family_modules", ()))  # families registered outside model.families
     run = RunConfig.from_dict(config["run"])
     m, t = run.model, run.train
     device = choose_device(config.get("device", "cpu"), bool(config.get("cpu_if_no_cuda")))
-    metric_name = "test_nll" if m.is_toy else "test_bpd"
-
     torch.manual_seed(t.seed)  # identical initial weights (and spectral-norm vectors) on every rank
     model = build_model(m).to(device)
     roulette = _share_roulette(model, t.seed)
@@ -110,88 +122,119 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         num_workers=t.loader_workers, toy_batches_per_epoch=t.steps_per_epoch or 100,
         **({"toy_test_size": t.test_size} if m.is_toy and t.test_size else {}),
     )
-    step = TrainStep(model, t)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
+    return _Run(run, rank, world, device, model, TrainStep(model, t), loaders, roulette)
+
+
+def _resume_or_initialise(r: _Run) -> tuple[int, list[dict[str, Any]]]:
+    """(first epoch to train, the reports so far): from Ray Train's checkpoint (weights, step state,
+    this rank's RNG streams) when there is one, else ActNorm initialised from the first batch."""
+    t = r.run.train
     ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = load_state(d, map_location=device)
-            rng = load_rng(d, rank)
-        model.load_state_dict(state["model"])
-        step.load_state_dict(state["step"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        if rng is not None:
-            restore_rng(rng, device)
-            roulette.set_state(rng["roulette"])
-        else:  # the run that wrote it had fewer ranks
-            torch.manual_seed(_seed(t.seed + start_epoch, rank))
-    else:
-        torch.manual_seed(_seed(t.seed, rank))
-        np.random.seed(_seed(t.seed, rank) % 2**32)
-        set_epoch(loaders, 0)
-        xb, _ = next(iter(loaders.train))
-        model.initialize(model_input(xb, model, device))  # ActNorm from the (global) first batch
-    step.forward = _wrap_ddp(model, device)
-    writer = SummaryWriter(config["tensorboard_dir"]) if rank == 0 and config.get("tensorboard_dir") else None
-    test_cap = -(-t.test_size // world) if (t.test_size and not m.is_toy) else None
+    if ckpt is None:
+        torch.manual_seed(_seed(t.seed, r.rank))
+        np.random.seed(_seed(t.seed, r.rank) % 2**32)
+        set_epoch(r.loaders, 0)
+        xb, _ = next(iter(r.loaders.train))
+        r.model.initialize(model_input(xb, r.model, r.device))  # ActNorm from the (global) first batch
+        return 0, []
+    with ckpt.as_directory() as d:
+        state = load_state(d, map_location=r.device)
+        rng = load_rng(d, r.rank)
+    r.model.load_state_dict(state["model"])
+    r.step.load_state_dict(state["step"])
+    start_epoch = int(state["epoch"])
+    if rng is not None:
+        restore_rng(rng, r.device)
+        r.roulette.set_state(rng["roulette"])
+    else:  # the run that wrote it had fewer ranks
+        torch.manual_seed(_seed(t.seed + start_epoch, r.rank))
+    return start_epoch, list(state["history"])
+
+
+def _train_epoch(r: _Run, epoch: int, hold_concat: bool) -> tuple[dict[str, Any], bool]:
+    """One epoch of steps (the image step cap, ``steps_per_epoch``, honoured); (its part of the
+    report: mean train loss over every rank, iterations, last lr and gradient norm; whether every
+    step stayed finite)."""
+    m, t = r.run.model, r.run.train
+    loss_sum, n_steps, finite, last = 0.0, 0, True, None
+    for i, (xb, _) in enumerate(r.loaders.train):
+        if t.steps_per_epoch is not None and not m.is_toy and i >= t.steps_per_epoch:
+            break
+        last = r.step(xb, hold_concat=hold_concat)
+        if not last.finite:
+            finite = False
+            break
+        loss_sum += last.loss
+        n_steps += 1
+    loss_total, steps_total = all_reduce_sum([loss_sum, float(n_steps)], r.device)
+    return {
+        "epoch": epoch + 1, "train_loss": loss_total / steps_total if steps_total else math.nan,
+        "param_count": r.model.num_parameters(), "iterations": r.step.iteration,
+        "lr": last.lr if last else t.lr, "grad_norm": last.grad_norm if last else math.nan,
+    }, finite
+
+
+def _inject_faults(r: _Run, config: dict[str, Any], epoch: int) -> None:
+    """Test hooks: raise at an epoch while a file exists, or poison the weights with NaN."""
+    if config.get("inject_error_at_epoch") == epoch + 1 and os.path.exists(config["inject_error_while"]):
+        raise RuntimeError(f"error injected at epoch {epoch + 1} (a test)")
+    if config.get("inject_nan_at_epoch") == epoch + 1:
+        with torch.no_grad():
+            next(p for p in r.model.parameters() if p.requires_grad).fill_(math.nan)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train entry point: set up, resume or initialise, then per epoch train, score the EMA
+    weights on validation (decisions) and test (reports), and report with a checkpoint; a non-finite
+    step or score ends the run as diverged. Returns rank 0's summary
+    ``{status, epochs, best_val_score, history}``."""
+    ctx = ray.train.get_context()
+    r = _set_up(config, ctx.get_world_rank(), ctx.get_world_size())
+    m, t = r.run.model, r.run.train
+    metric_name = "test_nll" if m.is_toy else "test_bpd"
+    start_epoch, history = _resume_or_initialise(r)
+    r.step.forward = _wrap_ddp(r.model, r.device)
+    writer = SummaryWriter(config["tensorboard_dir"]) if r.rank == 0 and config.get("tensorboard_dir") else None
+    test_cap = -(-t.test_size // r.world) if (t.test_size and not m.is_toy) else None
     best = min((h[VAL] for h in history), default=math.inf)
     hold_epochs = m.family_spec.hold_concat_epochs(m.arch)  # the concatenation's weights wait this long
 
     for epoch in range(start_epoch, t.epochs):
         t0 = time.perf_counter()
-        set_epoch(loaders, epoch)
-        model.train()
-        if config.get("inject_error_at_epoch") == epoch + 1 and os.path.exists(config["inject_error_while"]):
-            raise RuntimeError(f"error injected at epoch {epoch + 1} (a test)")
-        if config.get("inject_nan_at_epoch") == epoch + 1:
-            with torch.no_grad():
-                next(p for p in model.parameters() if p.requires_grad).fill_(math.nan)
-        loss_sum, n_steps, finite, last = 0.0, 0, True, None
-        for i, (xb, _) in enumerate(loaders.train):
-            if t.steps_per_epoch is not None and not m.is_toy and i >= t.steps_per_epoch:
-                break
-            last = step(xb, hold_concat=epoch < hold_epochs)
-            if not last.finite:
-                finite = False
-                break
-            loss_sum += last.loss
-            n_steps += 1
-        loss_total, steps_total = all_reduce_sum([loss_sum, float(n_steps)], device)
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1, "train_loss": loss_total / steps_total if steps_total else math.nan,
-            "param_count": model.num_parameters(), "iterations": step.iteration,
-            "lr": last.lr if last else t.lr, "grad_norm": last.grad_norm if last else math.nan,
-        }
+        set_epoch(r.loaders, epoch)
+        r.model.train()
+        _inject_faults(r, config, epoch)
+        metrics, finite = _train_epoch(r, epoch, epoch < hold_epochs)
         if finite:
-            with step.ema.swapped_in():
-                val, n_val = evaluate(model, loaders.val, device, t.eval_sn_iters, test_cap)
-                score, n_test = evaluate(model, loaders.test, device, t.eval_sn_iters, test_cap, refresh_lipschitz=False)
+            with r.step.ema.swapped_in():
+                val, n_val = evaluate(r.model, r.loaders.val, r.device, t.eval_sn_iters, test_cap)
+                score, n_test = evaluate(r.model, r.loaders.test, r.device, t.eval_sn_iters, test_cap,
+                                         refresh_lipschitz=False)
             finite = math.isfinite(val) and math.isfinite(score)
         if not finite:  # the trial ends here; the scores are NaN, never a stand-in number
             metrics.update({VAL: math.nan, TEST: math.nan, metric_name: math.nan, BEST_VAL: best,
-                            "diverged": True, "test_examples": 0, "epoch_seconds": time.perf_counter() - t0})
+                            DIVERGED: True, "test_examples": 0, "epoch_seconds": time.perf_counter() - t0})
             history.append(metrics)
             ray.train.report(metrics)
             break
         best = min(best, val)
-        metrics.update({VAL: val, TEST: score, metric_name: score, BEST_VAL: best, "diverged": False,
+        metrics.update({VAL: val, TEST: score, metric_name: score, BEST_VAL: best, DIVERGED: False,
                         "val_examples": n_val, "test_examples": n_test, "epoch_seconds": time.perf_counter() - t0,
-                        "param_crc": param_crc(model)})
+                        "param_crc": param_crc(r.model)})
         history.append(metrics)
         if writer is not None:
             for k in (VAL, TEST, "train_loss", BEST_VAL, "lr", "grad_norm"):
                 writer.add_scalar(k, metrics[k], epoch + 1)
             writer.flush()
-        _report_with_checkpoint(rank, device, roulette, metrics, {
-            "model": model.state_dict(), "step": step.state_dict(),
-            "epoch": epoch + 1, "history": history, "run": run.to_dict(), "world_size": world,
+        _report_with_checkpoint(r.rank, r.device, r.roulette, metrics, {
+            "model": r.model.state_dict(), "step": r.step.state_dict(),
+            "epoch": epoch + 1, "history": history, "run": r.run.to_dict(), "world_size": r.world,
         })
     if writer is not None:
         writer.close()
-    if rank != 0:
+    if r.rank != 0:
         return None
-    status = "diverged" if history and history[-1].get("diverged") else "finished"
+    status = "diverged" if history and history[-1].get(DIVERGED) else "finished"
     return {"status": status, "epochs": history[-1]["epoch"] if history else 0,
             BEST_VAL: best if math.isfinite(best) else None, "history": history}
 
