@@ -20,7 +20,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from .config import ConfigError, plain_dict, unknown_keys
+from .errors import ConfigError
+from .values import coerce, field_kinds, plain_dict, unknown_keys
 from .datasets import DATASETS, dataset_info
 
 _UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<default>"})()
@@ -33,9 +34,6 @@ IMAGE_DEFAULTS: dict[str, Any] = dict(
     batch_size=64, test_batch_size=200, steps_per_epoch=None, betas=(0.9, 0.99),
     warmup_iters=1000, grad_clip=1.0, ema_decay=0.999, eval_sn_iters=None,
 )
-INT_FIELDS = frozenset({"epochs", "batch_size", "test_batch_size", "steps_per_epoch", "test_size",
-                        "warmup_iters", "eval_sn_iters", "seed", "loader_workers"})
-FLOAT_FIELDS = frozenset({"lr", "weight_decay", "grad_clip", "ema_decay"})
 #: train values a search space may search, with the kind of value they take
 SEARCHABLE: dict[str, str] = {"lr": "float", "weight_decay": "float", "batch_size": "int"}
 
@@ -74,7 +72,7 @@ class TrainConfig:
             if value is _UNSET:
                 value = defaults[f.name]
             if value is not None:
-                value, problem = _coerce(f.name, value)
+                value, problem = coerce(_KINDS[f.name], value)
                 if problem:
                     problems.append((f.name, problem))
                     continue
@@ -132,27 +130,4 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _coerce(key: str, value: Any) -> tuple[Any, str | None]:
-    """``value`` as the type of field ``key`` (numbers written as text, as YAML reads ``1e-3``, are
-    converted), or a problem message."""
-    if key in INT_FIELDS or key in FLOAT_FIELDS:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            return None, f"{value!r} is not a number"
-        try:
-            number = float(value)
-        except ValueError:
-            return None, f"{value!r} is not a number"
-        if key in FLOAT_FIELDS:
-            return number, None
-        if not number.is_integer():
-            return None, f"{value!r} is not a whole number"
-        return int(number), None
-    if key == "betas":
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            return None, f"{value!r} is not a pair of numbers"
-        pair = [_coerce("lr", b) for b in value]
-        bad = [m for _, m in pair if m]
-        return (None, bad[0]) if bad else (tuple(v for v, _ in pair), None)
-    if not isinstance(value, str):
-        return None, f"{value!r} is not text"
-    return value, None
+_KINDS = field_kinds(TrainConfig)
