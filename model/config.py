@@ -173,14 +173,7 @@ class ModelConfig:
             p.append(("logit_alpha", f"{self.logit_alpha} must lie in (0, 0.5)"))
         if self.n_levels < 2:
             p.append(("n_levels", f"{self.n_levels} must be >= 2"))
-        if self.n_dist not in N_DISTRIBUTIONS:
-            p.append(("n_dist", f"{self.n_dist!r} is not one of {', '.join(N_DISTRIBUTIONS)}"))
-        if self.n_exact_terms < 1 or self.eval_exact_terms < 1:
-            p.append(("n_exact_terms", "n_exact_terms and eval_exact_terms must be >= 1"))
-        if self.poisson_lambda <= 0:
-            p.append(("poisson_lambda", f"{self.poisson_lambda} must be > 0"))
-        if not 0 < self.geometric_p < 1:
-            p.append(("geometric_p", f"{self.geometric_p} must lie in (0, 1)"))
+        p += estimator_problems(self)
         if self.sn_train_iters is not None and self.sn_train_iters < 0:
             p.append(("sn_train_iters", f"{self.sn_train_iters} must be >= 0 or null"))
         return p
@@ -224,6 +217,21 @@ class ModelConfig:
 
 #: the fields every family shares (the rest of a model config is its family's ``arch``)
 SHARED_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"arch"}
+
+
+def estimator_problems(s: Any) -> list[tuple[str, str]]:
+    """What is wrong with the log-determinant estimator's settings of ``s`` (a :class:`ModelConfig` or
+    a :class:`model.logdet.EstimatorSettings`: the fields of the same names)."""
+    p = []
+    if s.n_dist not in N_DISTRIBUTIONS:
+        p.append(("n_dist", f"{s.n_dist!r} is not one of {', '.join(N_DISTRIBUTIONS)}"))
+    if s.n_exact_terms < 1 or s.eval_exact_terms < 1:
+        p.append(("n_exact_terms", "n_exact_terms and eval_exact_terms must be >= 1"))
+    if s.poisson_lambda <= 0:
+        p.append(("poisson_lambda", f"{s.poisson_lambda} must be > 0"))
+    if not 0 < s.geometric_p < 1:
+        p.append(("geometric_p", f"{s.geometric_p} must lie in (0, 1)"))
+    return p
 
 
 def flat_dict(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-N_DISTRIBUTIONS = ("poisson", "geometric")
+from .config import estimator_problems
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,9 @@ class EstimatorSettings:
     brute_force: bool = False
 
     def __post_init__(self) -> None:
-        if self.n_dist not in N_DISTRIBUTIONS:
-            raise ValueError(f"n_dist: {self.n_dist!r} is not one of {', '.join(N_DISTRIBUTIONS)}")
-        if self.n_exact_terms < 1 or self.eval_exact_terms < 1:
-            raise ValueError("n_exact_terms / eval_exact_terms must be >= 1")
-        if self.poisson_lambda <= 0:
-            raise ValueError(f"poisson_lambda: {self.poisson_lambda} must be > 0")
-        if not 0 < self.geometric_p < 1:
-            raise ValueError(f"geometric_p: {self.geometric_p} must lie in (0, 1)")
+        problems = estimator_problems(self)  # the rules a ModelConfig checks on the same fields
+        if problems:
+            raise ValueError("; ".join(f"{w}: {m}" for w, m in problems))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "EstimatorSettings":
