@@ -8,12 +8,12 @@ from .budgets import BUDGETS, DEFAULT_TOLERANCE, REFERENCE_CONFIGS, Budget, Unkn
 from .count import count_fields, count_parameters
 from .solver import BudgetError, Solution, growth_table, nearest_width, solve_growth, solved_config
 from .space import FixedTrial, Space, SpaceError, control_trial, fixed_trials_from_file, load_space, shipped_spaces, space_from_dict
-from .suggest import Proposal, fixed_attrs, suggest
+from .suggest import TrialRecord, fixed_attrs, suggest
 
 __all__ = [
     "BUDGETS", "DEFAULT_TOLERANCE", "REFERENCE_CONFIGS", "Budget", "UnknownBudget", "make_budget",
     "count_fields", "count_parameters", "BudgetError", "Solution", "growth_table", "nearest_width",
     "solve_growth", "solved_config", "FixedTrial", "Space", "SpaceError", "control_trial",
-    "fixed_trials_from_file", "load_space", "shipped_spaces", "space_from_dict", "Proposal", "fixed_attrs",
+    "fixed_trials_from_file", "load_space", "shipped_spaces", "space_from_dict", "TrialRecord", "fixed_attrs",
     "suggest",
 ]

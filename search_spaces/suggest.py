@@ -17,6 +17,7 @@ Parameter names are flat and "/"-separated: ``model/<field>``, ``train/<key>``, 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -32,9 +33,38 @@ FIXED_ATTR = "fixed_trial"
 
 
 @dataclass(frozen=True)
-class Proposal:
+class TrialRecord:
+    """What travels with one trial from its proposal to ``best.yaml``: the run config, and the trial's
+    role (control, baseline, enqueued, search), label, exact parameter count, the budget and the
+    count's relative deviation from it, the solved width (field and value), the space's name, and the
+    Optuna trial number (set when the searcher asks). As a dict (:meth:`to_dict`, Tune's trial config,
+    stored with every trial): ``{"run": <RunConfig dict>, "trial": {<the rest>}}``."""
+
     run: RunConfig
-    info: dict[str, Any]  # role, label, param_count, budget, budget_deviation, width field and value, space
+    role: str = "search"
+    label: str = ""
+    param_count: int | None = None
+    budget: int | None = None
+    budget_deviation: float | None = None
+    width_field: str | None = None
+    width: int | None = None
+    space: str = ""
+    optuna_number: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run.to_dict(), "trial": {f: getattr(self, f) for f in _INFO_FIELDS}}
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> "TrialRecord":
+        """Inverse of :meth:`to_dict` (keys a newer version adds to ``trial`` are skipped)."""
+        trial = config.get("trial") or {}
+        return cls(RunConfig.from_dict(config["run"]), **{k: trial[k] for k in _INFO_FIELDS if k in trial})
+
+    def with_train(self, **changes: Any) -> "TrialRecord":
+        return dataclasses.replace(self, run=self.run.with_train(**changes))
+
+
+_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(TrialRecord) if f.name != "run")
 
 
 def fixed_attrs(fixed: FixedTrial) -> dict[str, Any]:
@@ -42,7 +72,7 @@ def fixed_attrs(fixed: FixedTrial) -> dict[str, Any]:
     return {FIXED_ATTR: fixed.to_dict(), "role": fixed.role, "label": fixed.label}
 
 
-def suggest(space: Space, trial: Any) -> Proposal:
+def suggest(space: Space, trial: Any) -> TrialRecord:
     """The proposal of ``trial`` (an ``optuna.Trial``); see the module docstring."""
     fixed: Mapping[str, Any] = trial.user_attrs.get(FIXED_ATTR) or {}
     role = fixed.get("role", "search")
@@ -80,6 +110,5 @@ def suggest(space: Space, trial: Any) -> Proposal:
         trial.set_user_attr("role", role)
     trial.set_constraint(CONSTRAINT_KEY, abs(deviation) - space.budget.tolerance)
     run = RunConfig(cfg, space.train_config({**train, **dict(fixed.get("train") or {})}))
-    info = {"role": role, "label": fixed.get("label", ""), "param_count": count, "budget": space.budget.params,
-            "budget_deviation": deviation, "width_field": fld, "width": width, "space": space.name}
-    return Proposal(run, info)
+    return TrialRecord(run, role=role, label=fixed.get("label", ""), param_count=count, budget=space.budget.params,
+                       budget_deviation=deviation, width_field=fld, width=width, space=space.name)

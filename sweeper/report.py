@@ -17,6 +17,7 @@ import yaml
 from figures.plots import plot_scores, plot_toy_densities
 from figures.study import study_figures
 from model.errors import UserError
+from search_spaces.suggest import TrialRecord
 
 from .checkpoint import STATE_FILE, load_model
 from .metrics import TEST, VAL
@@ -51,7 +52,7 @@ def best_configs(exp: Location, top: int) -> dict[str, Any]:
             "rank": rank, "trial_id": str(row.trial), "role": row.role, "label": row.label, "status": row.status,
             VAL: val, TEST: test, "unit": settings.unit, "best_epoch": epoch,
             "epochs_run": int(row.epochs_run), "param_count": int(row.param_count),
-            "budget_deviation": (cfg.get("trial") or {}).get("budget_deviation"),
+            "budget_deviation": TrialRecord.from_dict(cfg).budget_deviation,
             "checkpoint": exp.sibling_path(ckpt).uri if ckpt else None,
             **({"note": note} if note else {}),
             "run": cfg["run"],

@@ -39,6 +39,7 @@ writer's copy: :func:`study_snapshot` reads the record into a private temporary 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import hashlib
 import math
@@ -306,10 +307,9 @@ class StudySearcher(Searcher):
             study = self.baselines  # the fixed baselines run first
         trial = study.ask()
         trial.set_user_attr("tune_trial_id", trial_id)
-        proposal = suggest(self._space, trial)
-        run = proposal.run.with_train(**self.settings.train_overrides)
+        proposal = suggest(self._space, trial).with_train(**self.settings.train_overrides)
         self._sync(force=True)
-        return {"run": run.to_dict(), "trial": {**proposal.info, "optuna_number": trial.number}}
+        return dataclasses.replace(proposal, optuna_number=trial.number).to_dict()
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         frozen = self._live(trial_id)

@@ -32,12 +32,12 @@ from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from model.config import ModelConfig
-from model.families import plugin_modules
 from model.data import require_dataset
 from model.errors import UserError
+from model.families import plugin_modules
 from search_spaces.schedule import DEFAULT_REDUCTION, default_grace
 from search_spaces.space import fixed_trials_from_file
+from search_spaces.suggest import TrialRecord
 
 from .lease import HEARTBEAT_S, STALE_AFTER_S, acquire
 from .metrics import BEST_VAL, DIVERGED, TEST, VAL
@@ -329,12 +329,12 @@ class ProgressPrinter(Callback):
 
 def describe(config: dict[str, Any]) -> str:
     """``control resflow: resflow toy_hidden 24 act=lipswish params=19,290 dev=+0.00%`` for a trial config."""
-    m = ModelConfig.from_dict((config.get("run") or {}).get("model") or {})
-    info = config.get("trial") or {}
-    head = info.get("role", "search") + (f" {info['label']}" if info.get("label") else "")
-    text = f"{head}: {m.describe()} act={m.activation} params={info.get('param_count', 0):,}"
-    if info.get("budget_deviation") is not None:
-        text += f" dev={100 * float(info['budget_deviation']):+.2f}%"
+    record = TrialRecord.from_dict(config)
+    m = record.run.model
+    head = record.role + (f" {record.label}" if record.label else "")
+    text = f"{head}: {m.describe()} act={m.activation} params={record.param_count or 0:,}"
+    if record.budget_deviation is not None:
+        text += f" dev={100 * record.budget_deviation:+.2f}%"
     return text
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from model.config import ModelConfig
 from model.families import arch_fields, budget_family, families
+from search_spaces.suggest import TrialRecord
 
 from . import endings
 from .records import epoch_scores, trial_records
@@ -66,20 +66,20 @@ def table_from_records(records: list[dict[str, Any]], epochs: int, metric_name: 
         if last_epoch is not None:
             rec = {**rec, "epochs": [r for r in rec["epochs"] if int(r["epoch"]) <= last_epoch]}
         capped.append(rec)
-        cfg, info = rec["config"], rec["config"].get("trial") or {}
-        model, t = ModelConfig.from_dict(cfg["run"]["model"]), cfg["run"]["train"]
+        record = TrialRecord.from_dict(rec["config"])
+        model, t = record.run.model, record.run.train
         scores = epoch_scores(rec)
         best = min(scores, key=lambda es: es[1]) if scores else (None, math.nan)
         test = dict(epoch_scores(rec, TEST))
         own = model.family_spec.columns(model.arch, model.is_toy)
         rows.append({
-            "trial": rec["trial_id"], "role": info.get("role", "search"), "label": info.get("label", ""),
+            "trial": rec["trial_id"], "role": record.role, "label": record.label,
             "status": status, "family": model.family, "arch": model.family_spec.label(model.arch, model.is_toy),
             **{c: own.get(c) for c in family_columns}, "activation": model.activation,
             "blocks": "-".join(str(b) for b in model.blocks_per_scale),
-            "param_count": info.get("param_count"),
-            "budget_dev_pct": 100.0 * float(info["budget_deviation"]) if info.get("budget_deviation") is not None else math.nan,
-            "sn_coeff": model.sn_coeff, "lr": t.get("lr"), "best_val": best[1], "best_epoch": best[0],
+            "param_count": record.param_count,
+            "budget_dev_pct": 100.0 * record.budget_deviation if record.budget_deviation is not None else math.nan,
+            "sn_coeff": model.sn_coeff, "lr": t.lr, "best_val": best[1], "best_epoch": best[0],
             "test": test.get(best[0], math.nan), "last_val": scores[-1][1] if scores else math.nan,
             "epochs_run": int(rec["epochs"][-1]["epoch"]) if rec["epochs"] else 0,
             "best_checkpoint": best_checkpoint(rec.get("checkpoints"), best[0]), "trial_dir": rec["path"],

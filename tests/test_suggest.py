@@ -43,10 +43,10 @@ def test_1000_draws_all_within_tolerance(name):
         assert isinstance(p.run, RunConfig) and set(p.run.to_dict()["model"]) == FIELDS
         assert RunConfig.from_dict(p.run.to_dict()) == p.run
         count = count_parameters(p.run.model)
-        assert p.info["param_count"] == count
-        assert p.info["budget_deviation"] == pytest.approx((count - budget) / budget, abs=0)
-        assert abs(p.info["budget_deviation"]) <= tol
-        assert p.info["budget"] == budget and p.info["space"] == name and p.info["role"] == "search"
+        assert p.param_count == count
+        assert p.budget_deviation == pytest.approx((count - budget) / budget, abs=0)
+        assert abs(p.budget_deviation) <= tol
+        assert p.budget == budget and p.space == name and p.role == "search"
         assert p.run.train.lr > 0 and p.run.train.data == space.dataset
         m = p.run.model.flat()
         seen_combos.add(tuple(repr(m[d.name]) for d in space.count_dimensions if d.applies_to(m["family"])))
@@ -61,7 +61,7 @@ def test_1000_draws_all_within_tolerance(name):
 def test_tpe_with_constraints_stays_feasible():
     space = load_space("cifar10-small")
     study, draws = _draws(space, 60, optuna.samplers.TPESampler(seed=3, n_startup_trials=10))
-    assert all(abs(p.info["budget_deviation"]) <= space.budget.tolerance for _, p in draws)
+    assert all(abs(p.budget_deviation) <= space.budget.tolerance for _, p in draws)
     again, redraws = _draws(space, 60, optuna.samplers.TPESampler(seed=3, n_startup_trials=10))
     assert [p.run for _, p in draws] == [p.run for _, p in redraws]  # seeded: reproducible
 
@@ -102,10 +102,10 @@ def test_searched_family_solves_the_residual_flow_width_and_skips_densenet_field
     assert resflows and dense
     for t, p in resflows:
         assert "model/depth" not in t.params and "model/eta_init" not in t.params and "train/lr" in t.params
-        assert p.run.model.arch.toy_hidden == (24, 24, 24, 24) and p.info["width"] == 24
-        assert p.info["param_count"] == count_parameters(p.run.model) == space.budget.params
+        assert p.run.model.arch.toy_hidden == (24, 24, 24, 24) and p.width == 24
+        assert p.param_count == count_parameters(p.run.model) == space.budget.params
     for t, p in dense:
-        assert "model/depth" in t.params and abs(p.info["budget_deviation"]) <= space.budget.tolerance
+        assert "model/depth" in t.params and abs(p.budget_deviation) <= space.budget.tolerance
 
 
 def test_20_draws_build_to_their_recorded_count():
@@ -117,7 +117,7 @@ def test_20_draws_build_to_their_recorded_count():
     for name, n, seed in [("toy-moons", 6, 5), ("demo-moons", 5, 6), ("digits", 8, 6), ("cifar10-small", 1, 7)]:
         _, draws = _draws(load_space(name), n, optuna.samplers.RandomSampler(seed=seed))
         for _, p in draws:
-            assert build_model(p.run.model).num_parameters() == p.info["param_count"]
+            assert build_model(p.run.model).num_parameters() == p.param_count
             built += 1
     assert built == 20
 
@@ -140,11 +140,11 @@ def test_fixed_trials_come_first_with_their_exact_counts(tmp_path):
     assert from_file[0].params == {"model/depth": 2, "train/lr": 0.002}  # epochs is not a search value
     fixed = [*space.baselines, *space.enqueued, *from_file]
     _, draws = _draws(space, 6, optuna.samplers.RandomSampler(seed=0), fixed)
-    roles = [p.info["role"] for _, p in draws]
+    roles = [p.role for _, p in draws]
     assert roles == ["control", "baseline", "enqueued", "enqueued", "search", "search"]
     ctrl, d3, fast, filed = (p for _, p in draws[:4])
-    assert ctrl.run.model.family == "resflow" and ctrl.info["param_count"] == 19_290 and ctrl.info["label"] == "resflow"
-    assert (d3.run.model.arch.depth, d3.run.model.arch.growth, d3.info["param_count"]) == (3, 23, count_parameters(d3.run.model))
+    assert ctrl.run.model.family == "resflow" and ctrl.param_count == 19_290 and ctrl.label == "resflow"
+    assert (d3.run.model.arch.depth, d3.run.model.arch.growth, d3.param_count) == (3, 23, count_parameters(d3.run.model))
     assert fast.run.model.arch.depth == 2 and fast.run.train.lr == 0.005 and draws[2][0].params["model/depth"] == 2
     assert filed.run.model.arch.depth == 2 and filed.run.train.lr == 0.002
     assert draws[0][0].params == {} and draws[1][0].params == {}  # controls draw nothing
