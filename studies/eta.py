@@ -35,28 +35,6 @@ def eta_rows(model) -> list[dict[str, Any]]:  # noqa: ANN001
     return rows
 
 
-def figure(rows: list[dict[str, Any]], path: str, title: str) -> None:
-    import numpy as np
-
-    from figures.plots import pyplot, save_png
-
-    blocks = list(dict.fromkeys((r["scale"], r["block"]) for r in rows))
-    layers = max(r["layer"] for r in rows)
-    fig, axes = pyplot().subplots(1, 2, figsize=(2 + 0.5 * layers * 2, 1 + 0.22 * len(blocks)), squeeze=False)
-    for ax, key, name in zip(axes[0], ("eta1_hat", "eta2_hat"), ("η̂₁ (input x)", "η̂₂ (new features φ(Wx))")):
-        grid = np.full((len(blocks), layers), np.nan)
-        for r in rows:
-            grid[blocks.index((r["scale"], r["block"])), r["layer"] - 1] = r[key]
-        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
-        ax.set_title(name, fontsize=8)
-        ax.set_xticks(range(layers), [str(i + 1) for i in range(layers)], fontsize=6)
-        ax.set_xlabel("dense layer", fontsize=7)
-        ax.set_yticks(range(len(blocks)), [f"{'FC' if s == 'fc' else 's' + s} b{b}" for s, b in blocks], fontsize=5)
-        fig.colorbar(im, ax=ax, fraction=0.05)
-    fig.suptitle(title, fontsize=8)
-    save_png(fig, path)
-
-
 def run(args: Any) -> int:
     """``idensenet eta`` (its arguments: :mod:`studies.cli`)."""
     from model.errors import UserError
@@ -80,6 +58,8 @@ def run(args: Any) -> int:
 
     csv, png = os.path.join(args.out, "eta.csv"), os.path.join(args.out, "eta.png")
     pd.DataFrame(rows).to_csv(csv, index=False)
-    figure(rows, png, f"{args.checkpoint.rstrip('/').split('/')[-1]}, epoch {state.get('epoch')}")
+    from figures.studies import concatenation_weights
+
+    concatenation_weights(rows, png, f"{args.checkpoint.rstrip('/').split('/')[-1]}, epoch {state.get('epoch')}")
     print(f"{len(rows)} dense layers\nvalues: {csv}\nfigure: {png}")
     return 0

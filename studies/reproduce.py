@@ -64,34 +64,6 @@ def run_one(name: str, data: str, iterations: int, seed: int, grid: int = 80) ->
             "_density": toy_log_density(model, grid) if math.isfinite(result.test_nll) else None}
 
 
-def figure(rows: list[dict[str, Any]], models: list[str], data: list[str], path: str) -> None:
-    """Figure 3's layout: the data in the first row, then one row per model, one column per data set."""
-    import numpy as np
-
-    from model.data import toy_sample
-
-    from figures.plots import TOY_EXTENT, pyplot, save_png
-
-    fig, axes = pyplot().subplots(1 + len(models), len(data), figsize=(2.6 * len(data), 2.6 * (1 + len(models))),
-                             squeeze=False)
-    ext = [-TOY_EXTENT, TOY_EXTENT, -TOY_EXTENT, TOY_EXTENT]
-    for j, d in enumerate(data):
-        pts = toy_sample(d, 20000, np.random.default_rng(0)).numpy()
-        axes[0, j].hist2d(pts[:, 0], pts[:, 1], bins=100, range=[ext[:2], ext[2:]], cmap="viridis")
-        axes[0, j].set_title(f"data: {d}", fontsize=8)
-        for i, m in enumerate(models, start=1):
-            mine = [r for r in rows if r["model"] == m and r["data"] == d and r["_density"] is not None]
-            ax = axes[i, j]
-            if mine:
-                ax.imshow(np.exp(mine[0]["_density"]), origin="lower", extent=ext, cmap="viridis")
-                nll = sum(r["test_nll"] for r in mine) / len(mine)
-                ax.set_title(f"{LABELS[m]}: {nll:.2f} nats", fontsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    save_png(fig, path)
-
-
 def table(rows: list[dict[str, Any]]):
     """Mean and spread over seeds per model and data set, beside the paper's value."""
     import pandas as pd
@@ -153,7 +125,9 @@ def run(args: Any) -> int:
     csv = os.path.join(args.out, "reproduce-toy.csv")
     runs.to_csv(csv, index=False)
     png = os.path.join(args.out, "reproduce-toy.png")
-    figure(rows, models, data, png)
+    from figures.studies import toy_reproduction
+
+    toy_reproduction(rows, models, LABELS, data, png)
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):

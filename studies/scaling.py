@@ -187,26 +187,6 @@ def confirmed_difference(sub_exp: Location, seeds: int) -> dict[str, Any]:
     return out
 
 
-def scaling_figure(df, path_or_buf, ylabel: str, data: str | None) -> None:
-    from figures.plots import pyplot, save_png
-
-    fig, ax = pyplot().subplots(figsize=(6, 4))
-    colours: dict[str, str] = {}
-    for family, part in df.dropna(subset=["test"]).groupby("family"):
-        part = part.sort_values("param_count")
-        colours[family] = f"C{len(colours)}"
-        ax.plot(part["param_count"].astype(float), part["test"], "-o", color=colours[family], label=family)
-    for family, points in (PAPER_POINTS.get(data) or {}).items():
-        colour = colours.setdefault(family, f"C{len(colours)}")
-        ax.scatter([p[0] for p in points], [p[1] for p in points], marker="x", s=50, color=colour,
-                   label=f"paper: {family}")
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(f"{ylabel} (one run, selected on validation)")
-    ax.legend()
-    save_png(fig, path_or_buf)
-
-
 def write_scaling_outputs(exp: Location) -> tuple[Any, dict[str, str]]:
     from sweeper.table import write_table
 
@@ -214,7 +194,9 @@ def write_scaling_outputs(exp: Location) -> tuple[Any, dict[str, str]]:
     out = {"csv": exp.join(SCALING_CSV), "parquet": exp.join(SCALING_PARQUET), "png": exp.join(SCALING_PNG)}
     write_table(df, out["csv"], out["parquet"])
     png = io.BytesIO()
-    scaling_figure(df, png, df.attrs["metric"], df.attrs.get("data"))
+    from figures.studies import scaling
+
+    scaling(df, png, df.attrs["metric"], PAPER_POINTS.get(df.attrs.get("data")) or {})
     out["png"].write_bytes(png.getvalue())
     return df, {k: v.uri for k, v in out.items()}
 
