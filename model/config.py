@@ -203,6 +203,8 @@ class ModelConfig:
         own architecture defaults."""
         shared = {k: v for k, v in changes.items() if k in SHARED_FIELDS or k == "arch"}
         flat = {k: v for k, v in changes.items() if k not in shared}
+        if flat and "arch" in shared:
+            raise ConfigError([(k, "give the family's fields flat or as arch, not both") for k in sorted(flat)])
         family = get_family(shared.get("family", self.family))
         if "arch" not in shared:
             arch = self.arch if family.name == self.family else family.arch_type()
@@ -247,12 +249,17 @@ def model_config(**values: Any) -> ModelConfig:
     """A :class:`ModelConfig` from flat values: the shared fields, and the architecture fields of the
     family (``growth``, ``hidden``, ...) side by side. Architecture fields of *other* families are
     ignored, so the flat values a search space holds for every family describe one model each; a
-    name that is no field of any family is an error."""
-    shared = {k: v for k, v in values.items() if k in SHARED_FIELDS}
-    rest = {k: v for k, v in values.items() if k not in SHARED_FIELDS}
+    name that is no field of any family is an error. A nested ``arch`` (a mapping, as
+    :meth:`ModelConfig.to_dict` writes) is read as flat fields too."""
+    if isinstance(values.get("arch"), Mapping):  # the nested layout
+        values = flat_dict(values)
+    shared = {k: v for k, v in values.items() if k in SHARED_FIELDS or k == "arch"}
+    rest = {k: v for k, v in values.items() if k not in shared}
     unknown = sorted(set(rest) - set(arch_fields()))
     if unknown:
         raise ConfigError([(k, "unknown model config key") for k in unknown])
+    if "arch" in shared and rest:
+        raise ConfigError([(k, "give the family's fields flat or as arch, not both") for k in sorted(rest)])
     try:
         family = get_family(shared.get("family", ModelConfig.family))
     except ConfigError:

@@ -78,8 +78,18 @@ def coerce(kind: str, value: Any) -> tuple[Any, str | None]:
 
 
 def field_kinds(cls: type) -> dict[str, str]:
-    """Field name -> kind (its annotation as text) of a dataclass whose module uses postponed annotations."""
-    return {f.name: str(f.type) for f in fields(cls)}
+    """Field name -> kind (its annotation as text, as :func:`coerce` reads it) of a dataclass, whether
+    or not its module postpones annotations."""
+    return {f.name: kind_of(f.type) for f in fields(cls)}
+
+
+def kind_of(annotation: Any) -> str:
+    """An annotation as the text :func:`coerce` reads (``int``, ``tuple[int, ...]``, ``int | None``)."""
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        return annotation.__name__
+    return repr(annotation).replace("typing.", "")
 
 
 def coerce_fields(obj: Any) -> list[Problem]:

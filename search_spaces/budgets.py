@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from model.config import ConfigError, ModelConfig, model_config, toy_config
+from model.config import ConfigError, ModelConfig, flat_dict, model_config, toy_config
 from model.families import budget_family
 from model.datasets import dataset_info
 from model.errors import UserError
@@ -95,7 +95,7 @@ def reference_config(values: Mapping[str, Any], dataset: str | None) -> ModelCon
         base["input_shape"] = info.shape
         if info.n_levels is not None:
             base["n_levels"] = info.n_levels
-    base.update(values)
+    base.update(flat_dict(values))
     try:
         return toy_config(**base) if info is not None and info.is_toy else model_config(**base)
     except (ConfigError, TypeError) as err:

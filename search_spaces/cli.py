@@ -19,7 +19,7 @@ from model.config import ACTIVATIONS, ModelConfig, flat_dict, model_config, toy_
 from model.datasets import DATASETS
 from model.errors import UserError
 from model.families import arch_fields, family_names
-from model.values import coerce
+from model.values import coerce, kind_of
 
 from .budgets import BUDGETS, DEFAULT_TOLERANCE, REFERENCE_CONFIGS, make_budget
 from .count import count_parameters
@@ -101,7 +101,7 @@ def _read_config_file(path: str) -> dict[str, Any]:
 
 def _arch_flag_fields() -> dict[str, str]:
     """Every registered family's architecture field -> its kind (``count`` has a flag for each)."""
-    return {name: str(f.type) for name, f in arch_fields().items()}
+    return {name: kind_of(f.type) for name, f in arch_fields().items()}
 
 
 def _flag_value(text: str, kind: str, flag: str) -> Any:

@@ -44,12 +44,12 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from model.config import SHARED_FIELDS, ConfigError, ModelConfig, flat_dict, model_config, toy_config
-from model.families import arch_fields, budget_family, family_names
+from model.families import arch_fields, budget_family, family_names, get_family
 from model.datasets import DATASETS, TOY_SETS
 from model.errors import UserError
 from model.train_config import SEARCHABLE as TRAIN_SEARCHABLE
 from model.train_config import TrainConfig
-from model.values import as_number, coerce, field_kinds, is_whole
+from model.values import as_number, coerce, field_kinds, is_whole, kind_of
 
 from .budgets import BUDGETS, DEFAULT_TOLERANCE, Budget, UnknownBudget, make_budget
 from .count import arch_from_values, count_fields, count_parameters, count_values, flat_values
@@ -66,7 +66,7 @@ MAX_COMBINATIONS = 5000
 def model_field_kinds() -> dict[str, str]:
     """Kind of every model field a space may set: the shared ones and every registered family's."""
     shared = {k: v for k, v in field_kinds(ModelConfig).items() if k in SHARED_FIELDS}
-    return {**shared, **{name: str(f.type) for name, f in arch_fields().items()}}
+    return {**shared, **{name: kind_of(f.type) for name, f in arch_fields().items()}}
 
 
 def control_name() -> str:
@@ -434,7 +434,7 @@ class _SpaceReader:
             elif key == "n_levels" and not self.toy and info is not None and value != info.n_levels:
                 err(path, f"{value} does not match dataset {self.dataset} ({info.n_levels} levels)")
             else:
-                found = _messages_about(_config_problems(reference), key)
+                found = self._problems_of(reference, key, value)
                 for text in found:
                     err(path, text)
                 if not found:
@@ -448,7 +448,7 @@ class _SpaceReader:
                 continue
             valid = []
             for v in (d.values() if d.counts else d.representatives()):
-                found = _messages_about(_config_problems({**reference, d.name: v}), d.name)
+                found = self._problems_of(reference, d.name, v)
                 for text in found:
                     err(f"search.{d.name}", text)
                 if not found:
@@ -458,6 +458,16 @@ class _SpaceReader:
             elif d.counts:
                 self.count_ok = False
         return good
+
+    def _problems_of(self, reference: Mapping[str, Any], key: str, value: Any) -> list[str]:
+        """What the config rules say about ``key = value``, checked for every family the space can
+        propose that has the field (a searched family may change which rules apply)."""
+        found: list[str] = []
+        for family in self.families:
+            if key in SHARED_FIELDS or key in get_family(family).fields():
+                values = {**reference, key: value} if key == "family" else {**reference, "family": family, key: value}
+                found += [m for m in _messages_about(_config_problems(values), key) if m not in found]
+        return found
 
     def proposal_base(self) -> dict[str, Any]:
         """The space's base values: a proposal's own width is solved, another family's keeps its default."""
@@ -548,6 +558,7 @@ def fixed_trial(space: Space, role: str, label: str, model: Mapping[str, Any], t
     """A :class:`FixedTrial` of ``space``: ``model`` over the space's fixed values (width solved when
     not given), within the budget's tolerance; ``params`` for an enqueued trial's searched values."""
     where = where or label
+    model = flat_dict(model)  # a model config as best.yaml writes it (arch nested) reads as flat fields
     unknown = sorted(set(model) - set(model_field_kinds()))
     if unknown:
         raise SpaceError([(where, f"unknown model config field(s) {', '.join(unknown)}")])

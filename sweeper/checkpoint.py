@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from model.errors import UserError
+from model.families import import_modules
 from model.flow import build_model
 from model.run_config import RunConfig
 
@@ -96,6 +97,7 @@ def load_model(directory: str | os.PathLike[str], use_ema: bool = True):
     """``(model, state)``: the flow a checkpoint describes with its weights (the EMA weights when
     present), in eval mode on the CPU."""
     state = load_state(directory)
+    import_modules(state.get("family_modules") or [])  # a family defined outside model.families
     model = build_model(RunConfig.from_dict(state["run"]).model)
     model.load_state_dict(state["model"])
     ema = state["step"].get("ema") if use_ema else None

@@ -22,6 +22,7 @@ import torch
 from figures.plots import plot_sample_grid, plot_toy_densities
 from model.data import require_dataset
 from model.errors import UserError
+from model.families import import_modules, plugin_modules
 from model.run_config import RunConfig
 
 from .checkpoint import load_model
@@ -64,6 +65,7 @@ def _default_name(entry: dict[str, Any], run: RunConfig) -> str:
 def prepare(opts: TrainOptions) -> tuple[RunConfig, str, Location]:
     """Validated run config, run name and run folder (nothing created)."""
     entry = load_best_entry(opts.config, opts.rank)
+    import_modules(entry.get("family_modules") or [])  # a family defined outside model.families
     try:
         run = RunConfig.from_dict(entry["run"])
     except UserError as err:
@@ -83,13 +85,14 @@ def prepare(opts: TrainOptions) -> tuple[RunConfig, str, Location]:
 def run_full(opts: TrainOptions) -> int:
     t0 = time.time()
     run, name, folder = prepare(opts)
+    modules = plugin_modules()
     shape, _ = plan(opts.workers, opts.gpu, opts.cpus_per_worker, 1, None, opts.address, opts.storage,
                     opts.cluster_config, opts.shared_storage, opts.verbose, with_driver=False)
     with storage_errors(f"run {folder.uri}"):
         resumed = folder.exists()
     print(f"{'resuming' if resumed else 'starting'} run {folder.uri}: {run.train.epochs} epochs on {run.train.data}, "
           f"{shape.workers} worker(s){' with GPUs' if shape.use_gpu else ''}", flush=True)
-    loop = {"run": run.to_dict(), "device": "cuda" if opts.gpu else "cpu",
+    loop = {"run": run.to_dict(), "device": "cuda" if opts.gpu else "cpu", "family_modules": modules,
             "tensorboard_dir": None if folder.remote else os.path.join(folder.path, "tensorboard")}
     trainer = make_torch_trainer(loop, shape, folder, max_failures=opts.max_failures, controller_failure_limit=3)
     try:

@@ -55,6 +55,7 @@ def best_configs(exp: Location, top: int) -> dict[str, Any]:
             "budget_deviation": TrialRecord.from_dict(cfg).budget_deviation,
             "checkpoint": exp.sibling_path(ckpt).uri if ckpt else None,
             **({"note": note} if note else {}),
+            **({"family_modules": settings.family_modules} if settings.family_modules else {}),
             "run": cfg["run"],
         })
     if len(entries) < top:

@@ -229,6 +229,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         _report_with_checkpoint(r.rank, r.device, r.roulette, metrics, {
             "model": r.model.state_dict(), "step": r.step.state_dict(),
             "epoch": epoch + 1, "history": history, "run": r.run.to_dict(), "world_size": r.world,
+            "family_modules": list(config.get("family_modules") or []),
         })
     if writer is not None:
         writer.close()

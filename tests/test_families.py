@@ -144,3 +144,22 @@ def test_a_two_trial_sweep_of_a_family_defined_in_a_test_module(onelayer, ray_se
     from sweeper.settings import SETTINGS_FILE
 
     assert json.loads((exp / SETTINGS_FILE).read_text())["family_modules"] == ["tests.toy_family"]
+
+
+def test_a_searched_family_checks_each_field_by_the_rules_of_every_family_that_has_it():
+    """With the family searched, a field only one family has is still checked by that family's rules,
+    whichever family comes first (a value it refuses would otherwise stop the sweep at its draw)."""
+    from search_spaces.space import SpaceError, space_from_dict
+
+    space = {"dataset": "moons", "budget": {"toy_hidden": [24, 24, 24, 24], "blocks_per_scale": [10]},
+             "tolerance": 0.03, "model": {"blocks_per_scale": [10], "actnorm": False, "fc_blocks": 0},
+             "search": {"family": {"choices": ["resflow", "idensenet"]}, "lip_coeff": {"low": 0.5, "high": 1.2}}}
+    with pytest.raises(SpaceError, match=r"search.lip_coeff: 1.2 must lie in \(0, 1\)"):
+        space_from_dict(space)
+
+
+def test_a_nested_model_config_reads_where_a_flat_one_does():
+    cfg = model_config(family="resflow", hidden=64, input_shape=(1, 8, 8), blocks_per_scale=(2, 2))
+    assert model_config(**cfg.to_dict()) == cfg
+    with pytest.raises(Exception, match="flat or as arch, not both"):
+        cfg.replace(arch=cfg.arch, hidden=32)

@@ -13,6 +13,7 @@ import importlib
 from typing import Any, Iterable
 
 from ..errors import ConfigError
+from ..values import kind_of
 from .base import Family
 
 _FAMILIES: dict[str, Family] = {}
@@ -26,7 +27,7 @@ def register(family: Family) -> Family:
     mine = {f.name: f for f in dataclasses.fields(family.arch_type)}
     for other in _FAMILIES.values():
         for f in dataclasses.fields(other.arch_type):
-            if f.name in mine and (str(mine[f.name].type), _default(mine[f.name])) != (str(f.type), _default(f)):
+            if f.name in mine and (kind_of(mine[f.name].type), _default(mine[f.name])) != (kind_of(f.type), _default(f)):
                 raise ValueError(f"family {family.name!r}: field {f.name!r} differs from family {other.name!r}'s")
     if family.defines_budget and any(f.defines_budget for f in _FAMILIES.values()):
         raise ValueError(f"family {family.name!r}: only one family defines the parameter budget")
