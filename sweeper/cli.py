@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-period", type=POSITIVE, default=None,
                    help="ASHA: epochs before a trial can be stopped (default: the space's, else ceil(epochs/η²))")
     p.add_argument("--reduction-factor", type=REDUCTION, default=None, help="ASHA reduction factor η (default 3)")
+    p.add_argument("--brackets", type=POSITIVE, default=1,
+                   help="ASHA brackets (more than 1: asynchronous Hyperband; default 1)")
+    p.add_argument("--scheduler", choices=("asha", "none"), default="asha",
+                   help="asha (default) or none: every trial runs to its last epoch")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler (default tpe)")
+    p.add_argument("--startup-trials", dest="n_startup_trials", type=NONNEGATIVE, default=None, metavar="N",
+                   help="TPE's random start, enqueued trials included (default: a third of the searched trials, "
+                        "2 to 10, plus the enqueued)")
     p.add_argument("--max-concurrent", type=POSITIVE, default=None, help="cap on trials at once (default: what fits)")
     p.add_argument("--seed", type=NONNEGATIVE, default=0, help="TPE and training seed")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")

@@ -117,7 +117,7 @@ def make_sampler(settings: SweepSettings):
         return optuna.samplers.RandomSampler(seed=settings.seed)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")  # group=True
     return optuna.samplers.TPESampler(seed=settings.seed, constant_liar=True, n_startup_trials=settings.n_startup_trials,
-                                      multivariate=True, group=True)
+                                      multivariate=settings.multivariate, group=settings.multivariate)
 
 
 def baseline_study_name(settings: SweepSettings) -> str:

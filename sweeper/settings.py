@@ -48,6 +48,9 @@ class SweepSettings:
     sampler: str = "tpe"  # "tpe" (constant liar) or "random"
     grace_period: int = 1
     reduction_factor: float = 3.0
+    brackets: int = 1  # ASHA's brackets (more than one: asynchronous Hyperband)
+    scheduler: str = "asha"  # or "none": no early stopping
+    multivariate: bool = True  # TPE: multivariate with group=True (False: independent per parameter)
     max_concurrent: int = 1
     shape: dict[str, Any] = field(default_factory=dict)
     train_overrides: dict[str, Any] = field(default_factory=dict)

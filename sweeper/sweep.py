@@ -30,7 +30,7 @@ from typing import Any
 
 from ray import tune
 from ray.tune import Callback
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from model.data import require_dataset
 from model.errors import UserError
@@ -64,6 +64,10 @@ class SweepOptions:
     name: str | None = None
     grace_period: int | None = None
     reduction_factor: float | None = None
+    brackets: int = 1
+    scheduler: str = "asha"  # or "none": every trial runs to its last epoch
+    n_startup_trials: int | None = None  # TPE's random start (None: startup_trials' rule)
+    multivariate: bool = True  # TPE's joint model per group of parameters (False: one per parameter)
     max_concurrent: int | None = None
     cpus_per_worker: float | None = None
     seed: int = 0
@@ -144,8 +148,10 @@ def build_settings(opts: SweepOptions, exp: Location) -> SweepSettings:
     return SweepSettings(
         name=exp.name, sweep_id=uuid.uuid4().hex[:12], experiment=exp.uri, space_name=space.name, space_yaml=text, data=train.data,
         is_toy=is_toy, epochs=train.epochs, trials=opts.trials, seed=opts.seed, sampler=opts.sampler, grace_period=min(grace, train.epochs),
-        reduction_factor=reduction, train_overrides=forced, fixed=[f.to_dict() for f in fixed],
-        n_startup_trials=startup_trials(searched, sum(f.role not in BASELINE_ROLES for f in fixed)),
+        reduction_factor=reduction, brackets=opts.brackets, scheduler=opts.scheduler, multivariate=opts.multivariate,
+        train_overrides=forced, fixed=[f.to_dict() for f in fixed],
+        n_startup_trials=(startup_trials(searched, sum(f.role not in BASELINE_ROLES for f in fixed))
+                          if opts.n_startup_trials is None else opts.n_startup_trials),
         cpu_if_no_cuda=opts.cpu_if_no_cuda,
         worker_max_failures=opts.worker_max_failures, trial_max_failures=opts.trial_max_failures,
         time_budget_s=opts.time_budget_s, inject_nan_trials=list(opts.inject_nan_trials),
@@ -343,12 +349,21 @@ def trial_name(trial) -> str:  # noqa: ANN001
     return f"trial_{trial.trial_id}"
 
 
+def make_scheduler(settings: SweepSettings) -> TrialScheduler:
+    """The sweep's scheduler: ASHA over the searched trials (:class:`ControlASHA`; ``brackets`` > 1 is
+    asynchronous Hyperband, each trial assigned to one of the brackets with grace periods g, g·η, …),
+    or, with ``scheduler: none``, no early stopping (every trial runs to its last epoch)."""
+    if settings.scheduler == "none":
+        return FIFOScheduler()
+    return ControlASHA(
+        settings.experiment, time_attr="epoch", max_t=settings.epochs, grace_period=settings.grace_period,
+        reduction_factor=settings.reduction_factor, brackets=settings.brackets, stop_last_trials=False,
+    )
+
+
 def new_tuner(settings: SweepSettings, searcher: StudySearcher):
     loc = locate(settings.experiment)
-    scheduler = ControlASHA(
-        settings.experiment, time_attr="epoch", max_t=settings.epochs, grace_period=settings.grace_period,
-        reduction_factor=settings.reduction_factor, stop_last_trials=False,
-    )
+    scheduler = make_scheduler(settings)
     return tune.Tuner(
         make_trainable(settings),
         tune_config=tune.TuneConfig(

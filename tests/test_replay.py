@@ -1,0 +1,146 @@
+"""The replay simulator (:mod:`replay.simulate`) on a hand-made learning-curve table.
+
+The table holds the demo space's configurations on a coarse grid (14), 4 epochs, one seed, with
+made-up scores: each configuration's validation and test curves fall to a level set by its index, so
+which configuration is best, and what each one's regret is, is known by construction. With one
+worker the replay must make the same proposals, the same ASHA decisions and the same pick as a real
+Tune sweep whose trainable reports the table's values; it must drive the sweep's own classes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from replay.curves import PARAM_PREFIX, final_test, grid, table_spec
+from replay.simulate import Arm, Lookup, replay
+
+EPOCHS = 4
+
+
+def _level(c: int) -> float:
+    """Configuration c's final score: a scramble of 0..13, so the best is neither first nor last."""
+    return 2.0 + 0.05 * ((5 * c + 3) % 14)
+
+
+@pytest.fixture(scope="module")
+def lookup() -> Lookup:
+    spec = table_spec("demo-moons", {"epochs": EPOCHS, "steps_per_epoch": 5}, points=2, seeds=(1,))
+    rows = []
+    for c, params in enumerate(grid(spec.space(), spec.points)):
+        for e in range(1, EPOCHS + 1):
+            score = _level(c) + 1.0 / e  # every curve falls; the ranking holds at every epoch
+            rows.append({"config": c, **{PARAM_PREFIX + k: v for k, v in params.items()}, "seed": 1, "epoch": e,
+                         "val": score + 0.01, "test": score, "train_loss": score, "seconds": 1.0 + 0.1 * c,
+                         "diverged": False, "param_count": 0})
+    return Lookup(pd.DataFrame(rows), spec)
+
+
+def test_the_grid_holds_every_family_and_choice(lookup: Lookup) -> None:
+    cfg = lookup.configs
+    assert len(cfg) == 3 * 2 * 2 + 2  # i-DenseNet: 3 depths x 2 lr x 2 eta; Residual Flow: 2 lr
+    assert set(cfg[PARAM_PREFIX + "model/family"]) == {"idensenet", "resflow"}
+    assert cfg[PARAM_PREFIX + "model/depth"].dropna().astype(int).tolist().count(4) == 4
+    lrs = sorted(set(cfg[PARAM_PREFIX + "train/lr"]))
+    assert lrs == [1.0e-3, 2.0e-2]
+
+
+def test_nearest_keeps_the_categoricals_and_takes_the_closest_numbers(lookup: Lookup) -> None:
+    cfg = lookup.configs
+    c = lookup.nearest({"model/family": "idensenet", "model/depth": 3, "model/eta_init": 1.9, "train/lr": 1.5e-3})
+    row = cfg.loc[c]
+    assert (row[PARAM_PREFIX + "model/depth"], row[PARAM_PREFIX + "model/eta_init"], row[PARAM_PREFIX + "train/lr"]) \
+        == (3, 2.0, 1.0e-3)
+    # 4.4e-3 is nearer 1e-3 than 2e-2 on the log scale the dimension uses (not on a linear one)
+    c = lookup.nearest({"model/family": "resflow", "train/lr": 4.4e-3})
+    assert cfg.loc[c, PARAM_PREFIX + "train/lr"] == 1.0e-3 and cfg.loc[c, PARAM_PREFIX + "model/family"] == "resflow"
+    assert math.isnan(cfg.loc[c, PARAM_PREFIX + "model/depth"])
+
+
+def test_final_scores_count_a_diverged_seed_as_the_worst() -> None:
+    df = pd.DataFrame({"config": [0, 0, 1, 1, 2, 2], "seed": [1, 2] * 3, "epoch": [2, 2, 2, 2, 2, 1],
+                       "test": [1.0, 3.0, 2.0, 2.5, 1.5, np.nan], "diverged": [False] * 5 + [True]})
+    assert final_test(df, 2).to_dict() == {0: 2.0, 1: 2.25, 2: (1.5 + 3.0) / 2}
+
+
+def test_regret_of_the_pick_is_computed_from_the_table(lookup: Lookup) -> None:
+    trace = replay(lookup, Arm("random", sampler="random", scheduler="none"), trials=5, workers=2, seed=3)
+    assert trace.trial_epochs[-1] == 5 * EPOCHS  # no stopping: every trial trains every epoch
+    best = min(_level(c) for c in range(len(lookup.configs)))
+    picked = min(trace.proposals, key=_level)  # validation ranks configurations as the test score does
+    assert trace.picks[-1] == picked
+    assert trace.regret[-1] == pytest.approx(_level(picked) - best, abs=1e-12)
+    # two workers: the first two trials start at 0 and their first epochs end after 1.0 + 0.1·c seconds
+    assert trace.time_s[0] == pytest.approx(1.0 + 0.1 * min(trace.proposals[:2]))
+
+
+def test_asha_stops_trials_and_saves_trial_epochs(lookup: Lookup) -> None:
+    arm = Arm("asha", sampler="random", grace_period=1, reduction_factor=2)
+    trace = replay(lookup, arm, trials=10, workers=1, seed=0)
+    assert trace.trial_epochs[-1] < 10 * EPOCHS
+    assert "STOP" in {d for _, _, d in trace.decisions}
+
+
+def test_the_replay_drives_the_sweeps_own_classes(lookup: Lookup, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sweeper.search
+    import sweeper.sweep
+
+    seen: list[str] = []
+    for module, name in ((sweeper.search.StudySearcher, "suggest"), (sweeper.sweep.ControlASHA, "on_trial_result"),
+                         (sweeper.search, "make_sampler")):
+        original = getattr(module, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):  # noqa: ANN002, ANN003
+            seen.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    replay(lookup, Arm("tpe+asha", grace_period=1, reduction_factor=2), trials=3, workers=1, seed=0)
+    assert {"suggest", "on_trial_result", "make_sampler"} <= set(seen)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_one_worker_replay_equals_a_real_tune_sweep(lookup: Lookup, ray_session, tmp_path) -> None:  # noqa: ANN001
+    from ray import tune
+
+    from sweeper.metrics import BEST_VAL, DIVERGED, TEST, VAL
+    from sweeper.search import METRIC, MODE, StudySearcher, record_snapshot
+    from sweeper.sweep import make_scheduler
+    from replay.simulate import replay_settings
+
+    arm, trials, seed = Arm("tpe+asha", grace_period=1, reduction_factor=2, n_startup_trials=3), 8, 5
+    expected = replay(lookup, arm, trials=trials, workers=1, seed=seed)
+
+    folder = tmp_path / "tune"
+    folder.mkdir()
+    settings = replay_settings(lookup, arm, trials, seed, str(folder), workers=1)
+    searcher = StudySearcher(settings)
+    searcher.prepare()
+    curves = {c: lookup.curves[(c, 1)] for c in range(len(lookup.configs))}
+
+    def trainable(config):  # noqa: ANN001, ANN202
+        c = lookup.nearest(lookup.params_of(config))
+        best = math.inf
+        for e, (val, test) in enumerate(zip(curves[c]["val"], curves[c]["test"]), start=1):
+            best = min(best, val)
+            tune.report({"epoch": e, VAL: val, TEST: test, BEST_VAL: best, DIVERGED: False, "config_index": c})
+
+    tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+        metric=METRIC, mode=MODE, search_alg=searcher, scheduler=make_scheduler(settings), num_samples=trials,
+        max_concurrent_trials=1), run_config=tune.RunConfig(name="real", storage_path=str(tmp_path / "ray"), verbose=0))
+    grid_ = tuner.fit().get_dataframe()
+    with record_snapshot(settings) as (study, _):
+        real = sorted(study.trials, key=lambda t: t.number)
+    real_configs = [lookup.nearest({k: v for k, v in t.params.items()}) for t in real]
+    assert real_configs == expected.proposals
+    # ASHA's decisions: the epochs each trial ran, as the study recorded them
+    ran = [max(t.intermediate_values) for t in real]
+    replayed = [max(e for n, e, _ in expected.decisions if n == i) for i in range(trials)]
+    assert ran == replayed
+    assert [t.state.name for t in real] == ["COMPLETE" if r == EPOCHS else "PRUNED" for r in replayed]
+    best_row = grid_.sort_values([BEST_VAL, "trial_id"]).iloc[0]
+    assert int(best_row["config_index"]) == expected.picks[-1]
