@@ -35,6 +35,11 @@ import pandas as pd
 
 from .curves import PARAM_PREFIX, TableSpec, configurations, curves, final_test
 
+#: seconds from a trial's start to the start of its first epoch in a real demo sweep on this project's
+#: 2-core machine (local Ray: trial actor, Train controller, worker group, data, model), measured by
+#: ``idensenet replay check`` on three sweeps (docs/search-efficiency.md)
+START_COST_S = 12.0
+
 
 @dataclass(frozen=True)
 class Arm:

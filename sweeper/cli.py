@@ -165,11 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     _placement_args(t)
     for name, (_, text) in PASSTHROUGH.items():
         sub.add_parser(name, help=text, add_help=False)
+    from replay.cli import register as register_replay
     from search_spaces.cli import register as register_space_commands
     from studies.cli import register as register_studies
 
     register_space_commands(sub)
     register_studies(sub, key_value)
+    register_replay(sub)
     return parser
 
 

@@ -144,3 +144,66 @@ def test_one_worker_replay_equals_a_real_tune_sweep(lookup: Lookup, ray_session,
     assert [t.state.name for t in real] == ["COMPLETE" if r == EPOCHS else "PRUNED" for r in replayed]
     best_row = grid_.sort_values([BEST_VAL, "trial_id"]).iloc[0]
     assert int(best_row["config_index"]) == expected.picks[-1]
+
+
+def test_record_is_resumable_and_refuses_another_grid(tmp_path) -> None:  # noqa: ANN001
+    from model.errors import UserError
+    from replay.curves import read_table, record
+
+    out = str(tmp_path / "t.parquet")
+    spec = table_spec("demo-moons", {"epochs": 2, "steps_per_epoch": 2, "test_size": 200}, points=2, seeds=(1,))
+    record(spec, out, jobs=1, limit=2, say=lambda _: None)
+    df, back = read_table(out)
+    assert back == spec
+    assert sorted(set(zip(df["config"], df["seed"]))) == [(0, 1), (1, 1)]
+    assert df.groupby(["config", "seed"])["epoch"].apply(list).tolist() == [[1, 2], [1, 2]]
+    assert (df["seconds"] > 0).all() and df["val"].notna().all() and df["test"].notna().all()
+    first = df.copy()
+    record(spec, out, jobs=1, limit=1, say=lambda _: None)  # extends: the third run, the first two untouched
+    df, _ = read_table(out)
+    assert sorted(set(zip(df["config"], df["seed"]))) == [(0, 1), (1, 1), (2, 1)]
+    pd.testing.assert_frame_equal(df[df["config"] < 2].reset_index(drop=True), first.reset_index(drop=True))
+    other = table_spec("demo-moons", {"epochs": 3, "steps_per_epoch": 2, "test_size": 200}, points=2, seeds=(1,))
+    with pytest.raises(UserError, match="another space, schedule or grid"):
+        record(other, out, jobs=1, limit=1, say=lambda _: None)
+
+
+def test_compare_command_writes_the_table_and_the_figure(lookup: Lookup, tmp_path, capsys) -> None:  # noqa: ANN001
+    from replay.curves import write_table
+    from sweeper.cli import main
+
+    rows = []
+    for (c, s), cur in lookup.curves.items():
+        params = lookup.configs.loc[c].dropna().to_dict()
+        for e in range(EPOCHS):
+            rows.append({"config": c, **params, "seed": s, "epoch": e + 1, "val": cur["val"][e], "test": cur["test"][e],
+                         "train_loss": 0.0, "seconds": cur["seconds"][e], "diverged": False, "param_count": 0})
+    table = str(tmp_path / "tiny.parquet")
+    write_table(pd.DataFrame(rows), lookup.spec, table)
+    out = tmp_path / "cmp"
+    code = main(["replay", "compare", "--table", table, "--trials", "6", "--replays", "4", "--workers", "2",
+                 "--jobs", "1", "--arms", "3", "--start-cost", "0", "--out", str(out)])
+    assert code == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["arm"]) == ["random, no stopping", "TPE + ASHA (space's schedule)"]
+    assert (summary["replays"] == 4).all()
+    control = summary.iloc[0]
+    assert control["trial_epochs"] == 6 * EPOCHS and control["speedup"] == 1.0  # its own reference
+    assert (out / "anytime_regret.png").stat().st_size > 10_000
+    assert "| 6 | TPE + ASHA (space's schedule) |" in capsys.readouterr().out
+
+
+def test_speedup_is_the_ratio_of_budgets_reaching_random_searchs_final_median() -> None:
+    from replay.compare import CONTROL, summarise
+
+    def trace(regret: list[float]) -> dict:
+        return {"trial_epochs": list(range(1, len(regret) + 1)), "time_s": [float(i) for i in range(len(regret))],
+                "regret": regret}
+
+    control = [trace([1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5]), trace([1, 1, 1, 0.9, 0.5, 0.5, 0.4, 0.4]),
+               trace([1, 1, 1, 1, 1, 1, 0.6, 0.6])]  # final median 0.5, first reached at 5 trial-epochs
+    arm = [trace([1, 0.5, 0.5, 0.2]), trace([0.9, 0.5, 0.5, 0.5]), trace([1, 1, 0.3, 0.3])]  # median <= 0.5 from 2
+    df = summarise({(CONTROL, 2): control, ("fast", 2): arm}, epochs=4).set_index("arm")
+    assert df.loc[CONTROL, "speedup"] == 1.0 and df.loc[CONTROL, "target"] == 0.5
+    assert df.loc["fast", "epochs_to_target"] == 2 and df.loc["fast", "speedup"] == 2.5
+    assert df.loc["fast", "final_regret"] == 0.3 and df.loc["fast", "trial_epochs"] == 4
