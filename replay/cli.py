@@ -63,7 +63,25 @@ def register(sub: Any) -> None:
     k.add_argument("--table", default=None)
     k.add_argument("--replays", default="replay_results/replays.json", help="a compare run's replays.json")
     k.add_argument("--arm", default=None, help="the replayed arm to compare with (default: the shipped default's)")
+    k.add_argument("--logs", nargs="*", default=[], metavar="LOG",
+                   help="the sweeps' printed output (one file per experiment): also measure each trial's start-up")
     k.set_defaults(func=cmd_check)
+
+    w = rs.add_parser("space", help="print the table's space (its schedule included) for a real sweep to run")
+    w.add_argument("--table", default=None)
+    w.set_defaults(func=cmd_space)
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .curves import read_table
+
+    _, spec = read_table(args.table or shipped_table())
+    data = yaml.safe_load(spec.space_yaml)
+    data["train"] = {**(data.get("train") or {}), **spec.train}
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    return 0
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -142,7 +160,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UserError(f"--replays: {err}") from None
     arm = args.arm or ARMS[3].name
     workers = saved["meta"]["workers"]
-    for exp_ref in args.experiments:
+    if args.logs and len(args.logs) != len(args.experiments):
+        raise UserError(f"--logs: {len(args.logs)} file(s) for {len(args.experiments)} experiment(s)")
+    for i, exp_ref in enumerate(args.experiments):
         exp = locate(exp_ref)
         settings = SweepSettings.load(exp)
         scored = []
@@ -165,4 +185,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{exp.uri}: pick {tid} -> table configuration {c}, regret {regret:.4f} nats; replay band "
               f"(5-95 %, {arm}, {settings.trials} trials, W={workers}) {lo:.4f} to {hi:.4f}: "
               f"{'inside' if lo - 1e-12 <= regret <= hi + 1e-12 else 'OUTSIDE'} (at the {rank:.0f}th percentile)")
+        if args.logs:
+            from .overhead import median_overhead
+
+            try:
+                with open(args.logs[i], encoding="utf-8", errors="replace") as f:
+                    start, end, n = median_overhead(f.readlines())
+            except OSError as err:
+                raise UserError(f"--logs: {err}") from None
+            print(f"  per-trial overhead over {n} trials (medians): start-up {start:.1f} s, wind-down {end:.1f} s")
     return 0

@@ -71,7 +71,7 @@ class SweepOptions:
     max_concurrent: int | None = None
     cpus_per_worker: float | None = None
     seed: int = 0
-    sampler: str = "tpe"  # or "random" (the search-efficiency benchmark's baseline arm)
+    sampler: str = "tpe"  # or "random" (search-efficiency replays compare both)
     resume: bool = False
     resume_if_exists: bool = False
     smoke_test: bool = False

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"model", "search_spaces", "sweeper", "figures", "studies", "bench"}
+PROJECT = {"model", "search_spaces", "sweeper", "figures", "studies", "bench", "replay"}
 #: package -> (project packages it may import, third-party libraries it may import)
 ALLOWED = {
     "model": (set(), {"torch", "torchvision", "numpy", "sklearn"}),
@@ -20,6 +20,8 @@ ALLOWED = {
                                                        "yaml", "tensorboardX", "scipy"}),
     "studies": ({"model", "search_spaces", "figures", "sweeper"}, {"ray", "pandas", "torch", "numpy", "yaml"}),
     "bench": ({"model", "search_spaces", "sweeper"}, {"torch", "numpy", "yaml"}),
+    "replay": ({"model", "search_spaces", "sweeper", "figures"}, {"ray", "optuna", "pandas", "pyarrow", "torch",
+                                                                "numpy", "yaml"}),
 }
 #: the one module allowed beyond its package's row: the CLI dispatches to every package's commands
 ENTRY_POINT = ROOT / "sweeper" / "cli.py"

@@ -207,3 +207,20 @@ def test_speedup_is_the_ratio_of_budgets_reaching_random_searchs_final_median() 
     assert df.loc[CONTROL, "speedup"] == 1.0 and df.loc[CONTROL, "target"] == 0.5
     assert df.loc["fast", "epochs_to_target"] == 2 and df.loc["fast", "speedup"] == 2.5
     assert df.loc["fast", "final_regret"] == 0.3 and df.loc["fast", "trial_epochs"] == 4
+
+
+def test_overheads_are_read_from_the_progress_lines() -> None:
+    from replay.overhead import median_overhead, trial_overheads
+
+    log = """[    1.0s] a started: search idensenet depth 2 act=lipswish params=19,250 dev=-0.21%
+[    3.0s] b started: search resflow toy_hidden 24 act=lipswish params=19,290 dev=+0.00%
+[   14.5s] a epoch 1/16  val 3.3000 (best 3.3000)  test NLL 3.3100  train 3.4000  1.5 s
+[   16.0s] a epoch 2/16  val 3.2000 (best 3.2000)  test NLL 3.2100  train 3.3000  1.4 s
+[   16.6s] a stopped by ASHA after 2 epoch(s), best val 3.2000
+[   18.0s] b epoch 1/16  val 3.3000 (best 3.3000)  test NLL 3.3100  train 3.4000  2.0 s
+[   19.0s] b diverged
+""".splitlines()
+    per = trial_overheads(log)
+    assert per["a"] == pytest.approx({"start": 12.0, "end": 0.6})
+    assert per["b"] == pytest.approx({"start": 13.0, "end": 1.0})
+    assert median_overhead(log) == pytest.approx((12.5, 0.8, 2))
