@@ -21,7 +21,7 @@ def anytime_regret(curves: Sequence[Mapping[str, Any]], path_or_buf: Any, worker
         for j, axis in enumerate(("trial_epochs", "time_s")):
             ax = axes[i, j]
             for c in (c for c in curves if c["trials"] == n and c["axis"] == axis):
-                x = np.asarray(c["x"]) / (3600 if axis == "time_s" else 1)
+                x = np.asarray(c["x"]) / (60 if axis == "time_s" else 1)
                 ok = np.isfinite(c["median"])
                 ax.plot(x[ok], np.asarray(c["median"])[ok], color=colours[c["arm"]], label=c["arm"], lw=1.4)
                 lo, hi = np.asarray(c["lo"]), np.asarray(c["hi"])
@@ -30,7 +30,8 @@ def anytime_regret(curves: Sequence[Mapping[str, Any]], path_or_buf: Any, worker
                 ax.axhline(c["target"], color="grey", ls=":", lw=0.8)
             ax.set_xscale("log")
             ax.set_yscale("symlog", linthresh=0.01)
-            ax.set_xlabel("cumulative trial-epochs" if axis == "trial_epochs" else f"simulated hours (W={workers})")
+            ax.set_ylim(bottom=0)
+            ax.set_xlabel("cumulative trial-epochs" if axis == "trial_epochs" else f"simulated minutes (W={workers})")
             ax.set_ylabel("regret of the pick (nats)")
             ax.set_title(f"{n} trials: median over replays, 95 % bootstrap band", fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="upper right")

@@ -94,7 +94,7 @@ def _first_at_most(curve: np.ndarray, grid: np.ndarray, target: float) -> float:
 
 def summarise(results: dict[tuple[str, int], list[dict]], epochs: int, seed: int = 0) -> pd.DataFrame:
     """One row per (trial count, arm): final median regret with its interval, trial-epochs and simulated
-    hours spent (medians), and the speed-up over random search without stopping with its interval."""
+    minutes spent (medians), and the speed-up over random search without stopping with its interval."""
     rng = np.random.default_rng(seed)
     rows = []
     for n in sorted({k[1] for k in results}):
@@ -108,7 +108,7 @@ def summarise(results: dict[tuple[str, int], list[dict]], epochs: int, seed: int
                 continue
             arm = on_grid(traces, "trial_epochs", grid)
             spent = np.array([tr["trial_epochs"][-1] for tr in traces], dtype=float)
-            hours = np.array([tr["time_s"][-1] for tr in traces], dtype=float) / 3600
+            minutes = np.array([tr["time_s"][-1] for tr in traces], dtype=float) / 60
             final = arm[:, -1]
             b_arm = _first_at_most(np.median(arm, axis=0), grid, target)
             b_control = _first_at_most(np.median(control, axis=0), grid, target)
@@ -123,7 +123,7 @@ def summarise(results: dict[tuple[str, int], list[dict]], epochs: int, seed: int
                 "trials": n, "arm": name, "replays": len(traces),
                 "final_regret": float(np.median(final)), "final_lo": float(np.percentile(boot_final, 2.5)),
                 "final_hi": float(np.percentile(boot_final, 97.5)),
-                "trial_epochs": float(np.median(spent)), "sim_hours": float(np.median(hours)),
+                "trial_epochs": float(np.median(spent)), "sim_minutes": float(np.median(minutes)),
                 "target": target, "epochs_to_target": b_arm, "control_epochs_to_target": b_control,
                 "speedup": speed, "speedup_lo": float(np.percentile(boot_speed, 2.5)),
                 "speedup_hi": float(np.percentile(boot_speed, 97.5)),
@@ -133,12 +133,12 @@ def summarise(results: dict[tuple[str, int], list[dict]], epochs: int, seed: int
 
 def markdown(df: pd.DataFrame, workers: int) -> str:
     """The summary as the README's table."""
-    lines = [f"| trials | arm | speed-up (95 % CI) | final regret, nats (95 % CI) | trial-epochs | simulated h (W={workers}) |",
+    lines = [f"| trials | arm | speed-up (95 % CI) | final regret, nats (95 % CI) | trial-epochs | simulated min (W={workers}) |",
              "|---|---|---|---|---|---|"]
     for r in df.itertuples(index=False):
         sp = "not reached" if r.speedup == 0 else f"{r.speedup:.2f}× ({r.speedup_lo:.2f}–{r.speedup_hi:.2f})"
         lines.append(f"| {r.trials} | {r.arm} | {sp} | {r.final_regret:.3f} ({r.final_lo:.3f}–{r.final_hi:.3f}) "
-                     f"| {r.trial_epochs:.0f} | {r.sim_hours:.2f} |")
+                     f"| {r.trial_epochs:.0f} | {r.sim_minutes:.1f} |")
     return "\n".join(lines)
 
 
