@@ -15,7 +15,7 @@ DEFAULT_TABLE = "demo-moons.parquet"
 
 def shipped_table() -> str:
     """The committed table of the demo space (16 epochs of 20 steps)."""
-    return str(resources.files("replay") / "data" / DEFAULT_TABLE)
+    return str(resources.files("replay") / "tables" / DEFAULT_TABLE)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
     r.add_argument("--seeds", type=_ints, default=(1, 2, 3), help="training seeds (default 1,2,3)")
     r.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="runs at once, one thread each")
     r.add_argument("--limit", type=int, default=None, help="record at most this many runs now")
-    r.add_argument("--out", default=None, help=f"the table (default: the shipped replay/data/{DEFAULT_TABLE})")
+    r.add_argument("--out", default=None, help=f"the table (default: the shipped replay/tables/{DEFAULT_TABLE})")
     r.set_defaults(func=cmd_record)
 
     c = rs.add_parser("compare", help="replay every arm many times against a table; print the comparison")
