@@ -34,6 +34,6 @@ def anytime_regret(curves: Sequence[Mapping[str, Any]], path_or_buf: Any, worker
             ax.set_xlabel("cumulative trial-epochs" if axis == "trial_epochs" else f"simulated minutes (W={workers})")
             ax.set_ylabel("regret of the pick (nats)")
             ax.set_title(f"{n} trials: median over replays, 95 % bootstrap band", fontsize=9)
-    axes[0, 0].legend(fontsize=7, loc="upper right")
+    axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     save_png(fig, path_or_buf)
