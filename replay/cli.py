@@ -143,7 +143,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from sweeper.metrics import VAL
+    from sweeper.metrics import DIVERGED, VAL
     from sweeper.records import trial_records
     from sweeper.settings import SweepSettings
     from sweeper.storage import locate
@@ -167,6 +167,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         settings = SweepSettings.load(exp)
         scored = []
         for rec in trial_records(exp):
+            if any(row.get(DIVERGED) for row in rec["epochs"]):
+                continue  # as `best`: a diverged trial is never the pick
             vals = [row.get(VAL) for row in rec["epochs"] if row.get(VAL) is not None]
             vals = [float(v) for v in vals if np.isfinite(float(v))]
             if vals:

@@ -73,7 +73,8 @@ def run_replays(table: str, arms: tuple[Arm, ...], trial_counts: tuple[int, ...]
             out.setdefault((name, n), {})[seed] = trace
             if k % 20 == 0 or k == len(todo):
                 say(f"[{k}/{len(todo)} replays, {time.monotonic() - t0:.0f} s]")
-    return {key: [v[s] for s in sorted(v)] for key, v in out.items()}
+    order = list(dict.fromkeys((arm.name, n) for arm, n, *_ in todo))  # the arms' order, not the finishing order
+    return {key: [out[key][s] for s in sorted(out[key])] for key in order}
 
 
 def on_grid(traces: list[dict], axis: str, grid: np.ndarray) -> np.ndarray:

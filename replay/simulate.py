@@ -35,9 +35,9 @@ import pandas as pd
 
 from .curves import PARAM_PREFIX, TableSpec, configurations, curves, final_test
 
-#: seconds from a trial's start to the start of its first epoch in a real demo sweep on this project's
-#: 2-core machine (local Ray: trial actor, Train controller, worker group, data, model), measured by
-#: ``idensenet replay check`` on three sweeps (docs/search-efficiency.md)
+#: seconds a trial occupies its worker besides its epochs (start-up before the first epoch plus wind-down
+#: after the last: trial actor, Train controller, worker group, data, model), charged before the first
+#: epoch; measured with ``idensenet replay check --logs`` on real sweeps (docs/search-efficiency.md)
 START_COST_S = 12.0
 
 
@@ -78,6 +78,13 @@ class Lookup:
         self.configs = configurations(df)
         self.curves = curves(df, self.epochs)
         self.seeds = sorted({s for _, s in self.curves})
+        self.seeds_of = {c: sorted(s for c2, s in self.curves if c2 == c) for c in self.configs.index}
+        paired = [d.name for d in self.space.dimensions if len(d.param_names) > 1]
+        if paired:
+            from model.errors import UserError
+
+            raise UserError(f"replay: the table's space draws {', '.join(paired)} as two values; replays support "
+                            "dimensions of one value only (e.g. eta_init with shared: true)")
         scores = final_test(df, self.epochs)
         self.regret = (scores - scores.min()).to_dict()
         self._dims = {d.param_names[0]: d for d in self.space.dimensions if len(d.param_names) == 1}
@@ -171,7 +178,8 @@ def replay(lookup: Lookup, arm: Arm, trials: int, workers: int, seed: int, start
             tid = f"{started:05d}"
             config = searcher.suggest(tid)
             c = lookup.nearest(lookup.params_of(config))
-            s = draws.setdefault(c, lookup.seeds[int(rng.integers(len(lookup.seeds)))])
+            seeds = lookup.seeds_of[c]
+            s = draws.setdefault(c, seeds[int(rng.integers(len(seeds)))])
             trial = _Trial(tid, config)
             scheduler.on_trial_add(None, trial)
             live[started] = (trial, c, lookup.curves[(c, s)])
@@ -187,7 +195,9 @@ def replay(lookup: Lookup, arm: Arm, trials: int, workers: int, seed: int, start
             trial, c, curve = live[n]
             val, test = float(curve["val"][epoch - 1]), float(curve["test"][epoch - 1])
             diverged = not (math.isfinite(val) and math.isfinite(test))
-            if not diverged:
+            if diverged:  # the sweep's rule: a diverged trial is never the pick (sweeper.table.scored)
+                best.pop(n, None)
+            else:
                 best[n] = min(best.get(n, math.inf), val)
             result = {"epoch": epoch, VAL: val, TEST: test, BEST_VAL: best.get(n, math.inf), DIVERGED: diverged,
                       "trial_id": trial.trial_id}

@@ -224,3 +224,24 @@ def test_overheads_are_read_from_the_progress_lines() -> None:
     assert per["a"] == pytest.approx({"start": 12.0, "end": 0.6})
     assert per["b"] == pytest.approx({"start": 13.0, "end": 1.0})
     assert median_overhead(log) == pytest.approx((12.5, 0.8, 2))
+
+
+def test_a_diverged_trial_is_never_the_pick(lookup: Lookup) -> None:
+    best_config = min(range(len(lookup.configs)), key=_level)
+    rows = []
+    for (c, s), cur in lookup.curves.items():
+        params = lookup.configs.loc[c].dropna().to_dict()
+        for e in range(EPOCHS):
+            bad = c == best_config and e == 2  # the best configuration diverges at its third epoch
+            rows.append({"config": c, **params, "seed": s, "epoch": e + 1, "val": np.nan if bad else cur["val"][e],
+                         "test": np.nan if bad else cur["test"][e], "train_loss": 0.0, "seconds": 1.0,
+                         "diverged": bad, "param_count": 0})
+            if bad:
+                break
+    broken = Lookup(pd.DataFrame(rows), lookup.spec)
+    trace = replay(broken, Arm("random", sampler="random", scheduler="none"), trials=30, workers=1, seed=0)
+    assert best_config in trace.proposals
+    first = trace.proposals.index(best_config)
+    after = trace.picks[first * EPOCHS + 3:]  # one worker: earlier trials ran 4 epochs each; this one 3
+    assert best_config not in after  # it led after its first two epochs, then diverged: never picked again
+    assert broken.regret[best_config] > 0  # its diverged seed scores as the table's worst
