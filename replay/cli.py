@@ -148,7 +148,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from sweeper.settings import SweepSettings
     from sweeper.storage import locate
 
-    from .compare import ARMS
+    from .compare import DEFAULT
     from .curves import read_table
     from .simulate import Lookup
 
@@ -158,7 +158,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             saved = json.load(f)
     except OSError as err:
         raise UserError(f"--replays: {err}") from None
-    arm = args.arm or ARMS[3].name
+    arm = args.arm or DEFAULT
     workers = saved["meta"]["workers"]
     if args.logs and len(args.logs) != len(args.experiments):
         raise UserError(f"--logs: {len(args.logs)} file(s) for {len(args.experiments)} experiment(s)")

@@ -10,12 +10,14 @@ Tune sweep whose trainable reports the table's values; it must drive the sweep's
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from replay.curves import PARAM_PREFIX, final_test, grid, table_spec
+from replay.compare import ARMS, DEFAULT
 from replay.simulate import Arm, Lookup, replay
 
 EPOCHS = 4
@@ -185,12 +187,12 @@ def test_compare_command_writes_the_table_and_the_figure(lookup: Lookup, tmp_pat
                  "--jobs", "1", "--arms", "3", "--start-cost", "0", "--out", str(out)])
     assert code == 0
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary["arm"]) == ["random, no stopping", "TPE + ASHA (space's schedule)"]
+    assert list(summary["arm"]) == ["random, no stopping", DEFAULT]
     assert (summary["replays"] == 4).all()
     control = summary.iloc[0]
     assert control["trial_epochs"] == 6 * EPOCHS and control["speedup"] == 1.0  # its own reference
     assert (out / "anytime_regret.png").stat().st_size > 10_000
-    assert "| 6 | TPE + ASHA (space's schedule) |" in capsys.readouterr().out
+    assert f"| 6 | {DEFAULT} |" in capsys.readouterr().out
 
 
 def test_speedup_is_the_ratio_of_budgets_reaching_random_searchs_final_median() -> None:
@@ -245,3 +247,24 @@ def test_a_diverged_trial_is_never_the_pick(lookup: Lookup) -> None:
     after = trace.picks[first * EPOCHS + 3:]  # one worker: earlier trials ran 4 epochs each; this one 3
     assert best_config not in after  # it led after its first two epochs, then diverged: never picked again
     assert broken.regret[best_config] > 0  # its diverged seed scores as the table's worst
+
+
+def test_the_replayed_default_is_the_demos_shipped_schedule_on_its_own_space() -> None:
+    """The README's efficiency claim is about the shipped demo: the arm it names must train the demo's
+    schedule, and the committed table must hold the demo's space and its epochs of the demo's length."""
+    import yaml
+
+    from replay.cli import shipped_table
+    from replay.curves import read_table
+    from search_spaces.space import load_space
+
+    demo = load_space("demo-moons")
+    (arm,) = [a for a in ARMS if a.name == DEFAULT]
+    assert (arm.sampler, arm.scheduler, arm.brackets, arm.n_startup_trials, arm.multivariate) == ("tpe", "asha", 1, None, True)
+    assert {"grace_period": arm.grace_period, "reduction_factor": arm.reduction_factor} == demo.schedule
+    _, spec = read_table(shipped_table())
+    assert spec.space_name == "demo-moons"
+    assert (spec.train["epochs"], spec.train["steps_per_epoch"]) == (demo.train["epochs"], demo.train["steps_per_epoch"])
+    recorded, shipped = yaml.safe_load(spec.space_yaml), yaml.safe_load((Path(__file__).parents[1] / "search_spaces" / "demo-moons.yaml").read_text())
+    for key in ("dataset", "budget", "tolerance", "model", "search"):
+        assert recorded[key] == shipped[key], key
