@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     # tests: these trials raise at their second epoch while the file --inject-error-while names exists
     p.add_argument("--inject-error-trials", type=NONNEGATIVE, nargs="*", default=[], help=argparse.SUPPRESS)
     p.add_argument("--inject-error-while", default=None, help=argparse.SUPPRESS)
+    # tests: every checkpoint carries this many MiB more (so that a kill can land mid-upload)
+    p.add_argument("--inject-checkpoint-mb", type=NONNEGATIVE, default=0, help=argparse.SUPPRESS)
     p.add_argument("--cpu-if-no-cuda", action="store_true", help=argparse.SUPPRESS)  # tests on fake GPUs
     sub.add_parser("demo", help="the embedded default: a budget-matched search on two moons, local Ray, CPU")
     r = sub.add_parser("results", help="table (CSV + Parquet beside the experiment) and score plot")

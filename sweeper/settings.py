@@ -64,6 +64,7 @@ class SweepSettings:
     inject_nan_trials: list[int] = field(default_factory=list)
     inject_error_trials: list[int] = field(default_factory=list)
     inject_error_while: str | None = None
+    inject_checkpoint_mb: int = 0
     sweep_id: str = ""  # new for every sweep (keys its local study copy); empty in sweeps made before it
     #: modules that register families defined outside model.families (imported wherever the sweep is read)
     family_modules: list[str] = field(default_factory=list)

@@ -89,6 +89,7 @@ class SweepOptions:
     inject_nan_trials: list[int] = field(default_factory=list)
     inject_error_trials: list[int] = field(default_factory=list)
     inject_error_while: str | None = None
+    inject_checkpoint_mb: int = 0
     verbose: bool = False
     confirm_top: int = 1  # after the sweep: confirm the top K ... (sweeper.confirm)
     confirm_seeds: int = 0  # ... with S seeds each (0: no confirmation)
@@ -157,6 +158,7 @@ def build_settings(opts: SweepOptions, exp: Location) -> SweepSettings:
         time_budget_s=opts.time_budget_s, inject_nan_trials=list(opts.inject_nan_trials),
         inject_error_trials=list(opts.inject_error_trials),
         inject_error_while=os.path.abspath(opts.inject_error_while) if opts.inject_error_while else None,
+        inject_checkpoint_mb=opts.inject_checkpoint_mb,
         family_modules=plugin_modules(),
     )
 

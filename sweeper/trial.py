@@ -62,6 +62,8 @@ def loop_config(config: dict[str, Any], settings: SweepSettings) -> dict[str, An
         out["inject_nan_at_epoch"] = 1
     if config["trial"].get("optuna_number") in settings.inject_error_trials and settings.inject_error_while:
         out.update(inject_error_at_epoch=2, inject_error_while=settings.inject_error_while)
+    if settings.inject_checkpoint_mb:
+        out["inject_checkpoint_mb"] = settings.inject_checkpoint_mb
     return out
 
 

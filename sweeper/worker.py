@@ -7,7 +7,8 @@ What it adds to the step: Ray's context (rank, world size, device), resuming fro
 ``config`` (the Train loop config): ``run`` (a :class:`model.run_config.RunConfig` dict), ``device``
 ("cpu" or "cuda"), and optionally ``cpu_if_no_cuda`` (tests on fake GPUs), ``inject_nan_at_epoch``
 (tests: the weights become NaN at the start of that 1-based epoch), ``inject_error_at_epoch`` with
-``inject_error_while`` (tests: raise at the start of that epoch while that file exists) and
+``inject_error_while`` (tests: raise at the start of that epoch while that file exists),
+``inject_checkpoint_mb`` (tests: every checkpoint's state carries that many MiB of zeros) and
 ``tensorboard_dir``.
 
 DDP averages gradients over the workers, so W workers with B/W each follow the update of one
@@ -156,6 +157,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             "model": r.model.state_dict(), "step": r.step.state_dict(),
             "epoch": epoch + 1, "history": history, "run": r.run.to_dict(), "world_size": r.world,
             "family_modules": list(config.get("family_modules") or []),
+            **({"padding": torch.zeros(config["inject_checkpoint_mb"] << 18)} if config.get("inject_checkpoint_mb") else {}),
         })
     if writer is not None:
         writer.close()
@@ -166,10 +168,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             BEST_VAL: best if math.isfinite(best) else None, "history": history}
 
 
+#: how each epoch's checkpoint reaches the experiment's storage. ASYNC: written to a local folder, then
+#: uploaded by Ray's background thread while the next epoch trains; Ray registers the checkpoint, and
+#: reports the epoch to Tune, only once its upload is complete (so a crash mid-upload leaves the
+#: previous checkpoint as the one a resume reads), and deletes the local folder afterwards.
+#: ``bench.checkpoint_wait`` measures what an epoch waits for its checkpoint in each mode.
+UPLOAD_MODE = ray.train.CheckpointUploadMode.ASYNC
+
+
 def _report_with_checkpoint(rank: int, device: torch.device, roulette: torch.Generator,
-                            metrics: dict[str, Any], state: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory(prefix="idn-ckpt-") as d:
-        meta = {k: v for k, v in state.items() if k not in ("model", "step")} if rank == 0 else None
-        rng = {**capture_rng(device), "roulette": roulette.get_state()}
-        save_checkpoint(d, rank, state if rank == 0 else None, rng, meta)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+                            metrics: dict[str, Any], state: dict[str, Any],
+                            mode: ray.train.CheckpointUploadMode = UPLOAD_MODE) -> None:
+    d = tempfile.mkdtemp(prefix="idn-ckpt-")  # Ray deletes it once uploaded (ASYNC's default)
+    meta = {k: v for k, v in state.items() if k not in ("model", "step")} if rank == 0 else None
+    rng = {**capture_rng(device), "roulette": roulette.get_state()}
+    save_checkpoint(d, rank, state if rank == 0 else None, rng, meta)
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_upload_mode=mode,
+                     delete_local_checkpoint_after_upload=True)

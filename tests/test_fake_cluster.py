@@ -394,6 +394,90 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_new_head(tmp_path: Path, ray
           f"{len(polls)} polls of results, median {sorted(polls)[len(polls) // 2]:.2f} s")
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+def test_resume_after_a_kill_mid_upload_trains_on_from_the_last_complete_checkpoint(tmp_path: Path, ray_env) -> None:
+    """Checkpoints upload in Ray's background thread while the next epoch trains
+    (``sweeper.worker.UPLOAD_MODE``). A one-trial sweep on S3 (moto on loopback) whose checkpoints each
+    carry 512 MiB more, so an upload lasts long enough to be caught: once a checkpoint folder is on S3
+    but incomplete (its meta.json lists a file that is missing or short) while an earlier one is
+    complete (and Tune's snapshot on S3 holds the trial, so that the resume restores it rather than
+    proposing afresh), SIGKILL the training worker (the process uploading) and the driver; then
+    ``--resume``.
+    The resumed run trains on from the last complete checkpoint: its first reported epoch is the one
+    after it (not epoch 1: not from scratch; not later: not from the torn folder), the final checkpoint
+    holds every epoch once, and the scores are those of an uninterrupted run of the same config."""
+    import re
+
+    from sweeper.run_reader import saved_checkpoints
+    from sweeper.storage import locate
+
+    epochs = 8
+    with s3_server() as s3, fake_cluster(head_resources=CPU_HEAD, worker_types={},
+                                          env={k: v for k, v in s3.items() if k != "bucket"}) as cluster:
+        uri = f"s3://{s3['bucket']}/runs"
+        env = {**cluster.subprocess_env(), **{k: v for k, v in s3.items() if k != "bucket"}}
+        exp = locate(f"{uri}/upkill")
+        args = ["--space", _space(tmp_path), "--trials", "1", "--epochs", str(epochs), "--storage", uri,
+                "--name", "upkill", "--grace-period", str(epochs), "--inject-checkpoint-mb", "512"]
+        sweep = subprocess.Popen(_sweep_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+        try:
+            assert wait_for(lambda: any(w["state"] == "ALIVE" for w in train_workers(cluster.dashboard_url)),
+                            180, 0.5), "no training worker"
+            (worker,) = [w for w in train_workers(cluster.dashboard_url) if w["state"] == "ALIVE"]
+            torn, done = None, []
+            deadline = time.time() + 300
+            while torn is None:
+                assert time.time() < deadline and sweep.poll() is None, "no upload caught in flight"
+                runs = exp.join("train_runs")
+                for name in (runs.children() if runs.is_dir() else []):
+                    run = runs.join(name)
+                    folders = [n for n in run.children() if n.startswith("checkpoint_2")]  # checkpoint_<date>
+                    done = saved_checkpoints(run)
+                    in_flight = sorted(set(folders) - {c.location.name for c in done})
+                    tid = name[len("train-"):]
+                    if (done and in_flight and in_flight[-1] > done[-1].location.name
+                            and tid in _s3_tune_trials(exp)):  # a trial Tune's snapshot knows, so resumed
+                        torn = run.join(in_flight[-1])
+                        os.kill(int(worker["pid"]), signal.SIGKILL)
+                        os.kill(sweep.pid, signal.SIGKILL)
+                        break
+                time.sleep(0.05)
+            sweep.wait(timeout=30)
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+        last_complete = done[-1].epoch
+        time.sleep(2)
+        assert torn.name not in {c.location.name for c in saved_checkpoints(run)}, "the upload had finished"
+        assert 1 <= last_complete < epochs
+        resume = subprocess.run(_sweep_cmd("--storage", uri, "--name", "upkill", "--resume"), env=env,
+                                capture_output=True, text=True, timeout=420)
+        assert resume.returncode == 0, resume.stdout[-4000:] + resume.stderr[-2000:]
+        resumed_epochs = [int(m) for m in re.findall(rf"{tid} epoch (\d+)/{epochs} ", resume.stdout)]
+        assert resumed_epochs and resumed_epochs[0] == last_complete + 1, (last_complete, resume.stdout[-3000:])
+        final = saved_checkpoints(run)[-1]
+        assert [h["epoch"] for h in final.history] == list(range(1, epochs + 1))
+        run_config = json.loads(final.location.join("meta.json").read_text())["run"]
+    reference, _ = _reference(run_config)
+    _same_trajectory(final.history, reference)
+    print(f"killed with epoch {last_complete} complete and {torn.name} in flight; "
+          f"resumed at epoch {resumed_epochs[0]}")
+
+
+def _s3_tune_trials(exp) -> set[str]:
+    """Trial ids in the newest Tune experiment snapshot on S3 (what ``--resume`` restores)."""
+    snaps = sorted(n for n in exp.children() if n.startswith("experiment_state-") and n.endswith(".json"))
+    if not snaps:
+        return set()
+    try:
+        state = json.loads(exp.join(snaps[-1]).read_text())
+    except (OSError, ValueError):  # being rewritten right now
+        return set()
+    return {str((json.loads(t) if isinstance(t, str) else t)["trial_id"]) for t, _ in state.get("trial_data", [])}
+
+
 def _cli(*args: str) -> list[str]:
     return [str(RAY_BIN.with_name("idensenet")), *args]
 
