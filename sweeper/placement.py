@@ -211,7 +211,12 @@ def max_concurrent_trials(resources: Mapping[str, float], shape: TrialShape, tri
                         f"fewer workers per trial or CPUs per worker, or add nodes")
     if requested is not None:
         if requested > fit:
-            raise UserError(f"--max-concurrent {requested} exceeds the {fit} trial(s) the cluster can hold at once")
+            why = ""
+            drivers = float(resources.get(DRIVER_RESOURCE, 0.0)) / shape.driver.get(DRIVER_RESOURCE, math.inf)
+            if math.floor(drivers + _EPS) == fit:
+                why = (f" (the head's {DRIVER_RESOURCE} resource: one unit per trial driver and Train controller "
+                       "its memory holds, see docs/cluster.md)")
+            raise UserError(f"--max-concurrent {requested} exceeds the {fit} trial(s) the cluster can hold at once{why}")
         fit = requested
     return max(1, min(fit, trials))
 

@@ -98,7 +98,7 @@ def test_head_trains_nothing_and_hosts_the_trial_drivers() -> None:
     head = cfg["available_node_types"][cfg["head_node_type"]]
     assert head["resources"]["GPU"] == 0
     assert head["resources"]["CPU"] == 0
-    assert head["resources"][DRIVER_RESOURCE] >= 100
+    assert head["resources"][DRIVER_RESOURCE] >= 1
     assert "IamInstanceProfile" not in head["node_config"]  # Ray's default head profile
     for node_type in _gpu_types(cfg).values():
         assert DRIVER_RESOURCE not in node_type["resources"]
@@ -346,3 +346,30 @@ def test_reachable_resources_of_cluster_yaml() -> None:
         DRIVER_RESOURCE: float(head[DRIVER_RESOURCE]),
     }
     assert shape.node_kinds() == [{k: float(v) for k, v in gpu["resources"].items()}]
+
+
+def test_the_heads_memory_bounds_the_trials_at_once_and_a_larger_request_is_refused_in_one_line() -> None:
+    """The head advertises one trial_driver unit per trial its memory holds (docs/cluster.md says
+    the same number); a sweep on that cluster runs at most that many and refuses more, naming why."""
+    from model.errors import UserError
+    from sweeper.placement import DRIVER_RESOURCE, max_concurrent_trials, shape_from_launcher_config, trial_shape
+
+    cfg = _load()
+    drivers = cfg["available_node_types"][cfg["head_node_type"]]["resources"][DRIVER_RESOURCE]
+    assert f"`trial_driver: {drivers}`" in DOCS.read_text()
+    wide = {**cfg, "max_workers": 100}  # enough GPU nodes that only the head can bind
+    wide["available_node_types"] = copy.deepcopy(cfg["available_node_types"])
+    for t in _gpu_types(wide).values():
+        t["max_workers"] = 100
+    shape = shape_from_launcher_config(wide, [])
+    trial = trial_shape(1, True, None, shape)
+    assert trial.driver == {DRIVER_RESOURCE: 1.0}
+    assert max_concurrent_trials(shape.reachable_resources(), trial, 1000) == drivers
+    with pytest.raises(UserError) as err:
+        max_concurrent_trials(shape.reachable_resources(), trial, 1000, requested=drivers + 1)
+    msg = str(err.value)
+    assert "\n" not in msg and f"exceeds the {drivers} trial(s)" in msg and "trial_driver resource" in msg
+    # where GPUs bind first, the message does not blame the head
+    with pytest.raises(UserError) as err:
+        max_concurrent_trials(shape_from_launcher_config(cfg, []).reachable_resources(), trial, 1000, requested=drivers)
+    assert "trial_driver" not in str(err.value)
