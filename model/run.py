@@ -50,6 +50,7 @@ class Run:
     step: TrainStep
     loaders: Any
     roulette: torch.Generator
+    first_step_at: float | None = None  # wall-clock time (time.time()) the first step of this process ended
 
     @property
     def test_cap(self) -> int | None:
@@ -97,6 +98,8 @@ def train_epoch(r: Run, epoch: int) -> tuple[dict[str, Any], bool]:
         if t.steps_per_epoch is not None and not m.is_toy and i >= t.steps_per_epoch:
             break
         last = r.step(xb, hold_concat=hold)
+        if r.first_step_at is None:
+            r.first_step_at = time.time()
         if not last.finite:
             finite = False
             break

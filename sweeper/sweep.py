@@ -45,6 +45,8 @@ from .placement import connect_ray, plan
 from .records import recorded_scores, tune_trials
 from .search import BASELINE_ROLES, METRIC, MODE, StudySearcher, earlier_copies, settle_study
 from .settings import JOURNAL_FILE, SETTINGS_FILE, SweepSettings, command_line_train, load_space_text, space_text
+from .startup import KEY as STARTUP
+from .startup import line as startup_line
 from .storage import Location, check_writable, experiment_location, locate, storage_errors
 from .trial import cause_line, make_trainable
 
@@ -301,16 +303,21 @@ class ProgressPrinter(Callback):
 
     def __init__(self, epochs: int, label: str) -> None:
         self.epochs, self.label, self._t0 = epochs, label, time.time()
+        self._started: dict[str, float] = {}
 
     def _say(self, text: str) -> None:
         print(f"[{time.time() - self._t0:7.1f}s] {text}", file=sys.stdout, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._started[trial.trial_id] = time.time()
         self._say(f"{trial.trial_id} started: {describe(trial.config)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
         if result.get("replayed") or "epoch" not in result:
             return
+        points = result.get(STARTUP) or {k.split("/", 1)[1]: v for k, v in result.items() if k.startswith(STARTUP + "/")}
+        if points and trial.trial_id in self._started:  # the first report of a worker group
+            self._say(f"{trial.trial_id} {startup_line({**points, 'trial_start': self._started[trial.trial_id]})}")
         if result.get(DIVERGED):
             self._say(f"{trial.trial_id} epoch {result['epoch']}/{self.epochs}  DIVERGED (non-finite loss)")
             return

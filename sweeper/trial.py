@@ -15,6 +15,7 @@ them; a run that had already ended (its last epoch, or diverged) is not started 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ray.train
@@ -26,6 +27,7 @@ from .metrics import DIVERGED, VAL
 from .placement import TrialShape
 from .settings import TRAIN_RUNS_DIR, SweepSettings
 from .run_reader import checkpointed_history
+from .startup import KEY as STARTUP
 from .storage import Location, locate
 from .worker import train_loop_per_worker
 
@@ -37,11 +39,13 @@ def train_run(experiment: str | Location, trial_id: str) -> Location:
 
 
 def make_torch_trainer(loop_config: dict[str, Any], shape: TrialShape, run: Location, callbacks: list | None = None,
-                       max_failures: int = 1, controller_failure_limit: int = -1, num_to_keep: int = 2):
+                       max_failures: int = 1, controller_failure_limit: int = -1, num_to_keep: int = 2,
+                       loop=train_loop_per_worker):  # noqa: ANN001
     """A TorchTrainer for one run at ``run`` (gloo on CPU, NCCL with GPUs) that keeps the
-    ``num_to_keep`` best checkpoints by validation score and always the latest (for resuming)."""
+    ``num_to_keep`` best checkpoints by validation score and always the latest (for resuming);
+    ``loop``: the workers' function (another only to measure Ray's own start-up, ``bench.startup``)."""
     return TorchTrainer(
-        train_loop_per_worker,
+        loop,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=shape.workers, use_gpu=shape.use_gpu,
                                                resources_per_worker=dict(shape.worker)),
@@ -69,6 +73,7 @@ def loop_config(config: dict[str, Any], settings: SweepSettings) -> dict[str, An
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     """Tune function trainable (``settings`` bound with ``tune.with_parameters``)."""
+    entry = time.time()
     sweep = SweepSettings.from_dict(settings)
     run = train_run(sweep.experiment, tune.get_context().get_trial_id())
     history = checkpointed_history(run)
@@ -77,7 +82,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     if history and (history[-1].get(DIVERGED) or history[-1]["epoch"] >= config["run"]["train"]["epochs"]):
         return  # the run had ended before the interruption: nothing left to train
     shape = TrialShape(**sweep.shape)
-    trainer = make_torch_trainer(loop_config(config, sweep), shape, run, callbacks=[TuneReportCallback()],
+    loop = {**loop_config(config, sweep), STARTUP: {"driver_entry": entry, "fit_called": time.time()}}
+    trainer = make_torch_trainer(loop, shape, run, callbacks=[TuneReportCallback()],
                                  max_failures=sweep.worker_max_failures,
                                  controller_failure_limit=sweep.controller_failure_limit)
     trainer.fit()  # raises TrainingFailedError when the worker group fails beyond max_failures

@@ -21,30 +21,39 @@ checksum of this rank's parameters.
 
 from __future__ import annotations
 
-import math
-import os
-import socket
-import tempfile
 import time
-import zlib
-from typing import Any
 
-import ray.train
-import ray.train.torch
-import torch
-from tensorboardX import SummaryWriter
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+_IMPORT_STARTED = time.time()
 
-from model.errors import UserError
-from model.families import import_modules
-from model.run_config import RunConfig
-from model.run import Run, derived_seed, initialise, set_up, train_epoch
-from model.run import score as score_epoch
-from model.train_step import distributed
+import math  # noqa: E402  (what follows is timed: a worker's imports are part of a trial's start-up)
+import os  # noqa: E402
+import socket  # noqa: E402
+import tempfile  # noqa: E402
+import zlib  # noqa: E402
+from typing import Any  # noqa: E402
 
-from .checkpoint import capture_rng, load_rng, load_state, restore_rng, save_checkpoint
-from .metrics import BEST_VAL, DIVERGED, TEST, VAL
+import ray.train  # noqa: E402
+import ray.train.torch  # noqa: E402
+import torch  # noqa: E402
+from tensorboardX import SummaryWriter  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from model.errors import UserError  # noqa: E402
+from model.families import import_modules  # noqa: E402
+from model.run_config import RunConfig  # noqa: E402
+from model.run import Run, derived_seed, initialise, set_up, train_epoch  # noqa: E402
+from model.run import score as score_epoch  # noqa: E402
+from model.train_step import distributed  # noqa: E402
+
+from .checkpoint import capture_rng, load_rng, load_state, restore_rng, save_checkpoint  # noqa: E402
+from .metrics import BEST_VAL, DIVERGED, TEST, VAL  # noqa: E402
+from .startup import KEY as STARTUP  # noqa: E402
+
+
+#: seconds this module's imports took in this process (torch, the model, Ray Train's torch part ...
+#: whatever was not loaded yet): a worker's share of a trial's start-up, see :mod:`sweeper.startup`
+IMPORT_SECONDS = time.time() - _IMPORT_STARTED
 
 
 def choose_device(request: str, cpu_if_no_cuda: bool = False) -> torch.device:
@@ -122,11 +131,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     weights on validation (decisions) and test (reports), and report with a checkpoint; a non-finite
     step or score ends the run as diverged. Returns rank 0's summary
     ``{status, epochs, best_val_score, history}``."""
+    marks = {**config.get(STARTUP, {}), "worker_import_s": IMPORT_SECONDS, "loop_entry": time.time()}
+    import torch._dynamo  # noqa: F401  what torch.optim's first optimiser imports anyway, timed on its own
+    marks["torch_imported"] = time.time()
     ctx = ray.train.get_context()
     r = _set_up(config, ctx.get_world_rank(), ctx.get_world_size())
     m, t = r.run.model, r.run.train
     metric_name = "test_nll" if m.is_toy else "test_bpd"
+    marks["set_up"] = time.time()
     start_epoch, history = _resume_or_initialise(r)
+    marks["initialised"] = time.time()
     r.step.forward = _wrap_ddp(r.model, r.device)
     writer = SummaryWriter(config["tensorboard_dir"]) if r.rank == 0 and config.get("tensorboard_dir") else None
     best = min((h[VAL] for h in history), default=math.inf)
@@ -153,6 +167,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             for k in (VAL, TEST, "train_loss", BEST_VAL, "lr", "grad_norm"):
                 writer.add_scalar(k, metrics[k], epoch + 1)
             writer.flush()
+        if epoch == start_epoch and r.first_step_at is not None:  # this process's first report
+            metrics = {**metrics, STARTUP: {**marks, "first_step": r.first_step_at}}
         _report_with_checkpoint(r.rank, r.device, r.roulette, metrics, {
             "model": r.model.state_dict(), "step": r.step.state_dict(),
             "epoch": epoch + 1, "history": history, "run": r.run.to_dict(), "world_size": r.world,
