@@ -101,10 +101,21 @@ def _sklearn_seed(rng: np.random.Generator) -> int:
 
 
 def _moons(n: int, rng: np.random.Generator) -> np.ndarray:
-    from sklearn.datasets import make_moons
-
-    x, _ = make_moons(n_samples=n, noise=0.1, random_state=_sklearn_seed(rng))
-    return x * 2.0 + np.array([-1.0, -0.2])
+    """Two interleaved half circles, ⌊n/2⌋ points on (cos t, sin t) and the rest on (1 − cos t,
+    1 − sin t − 0.5), t evenly spaced on [0, π], shuffled, plus N(0, 0.1²) noise; then scaled by 2 and
+    shifted by (−1, −0.2). The points are those of scikit-learn's ``make_moons(noise=0.1)`` with the
+    same seed (the authors' toy data; tests/test_data.py checks the equality), drawn without importing
+    scikit-learn, whose import costs a trial over a second of start-up."""
+    state = np.random.RandomState(_sklearn_seed(rng))
+    outer, inner = np.linspace(0, np.pi, n // 2), np.linspace(0, np.pi, n - n // 2)
+    points = np.empty((n, 2))
+    points[:, 0] = np.concatenate([np.cos(outer), 1 - np.cos(inner)])
+    points[:, 1] = np.concatenate([np.sin(outer), 1 - np.sin(inner) - 0.5])
+    order = np.arange(n)
+    state.shuffle(order)
+    points = points[order]
+    points += state.normal(scale=0.1, size=points.shape)
+    return points * 2.0 + np.array([-1.0, -0.2])
 
 
 def _circles(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -203,17 +214,30 @@ def dequantize(
 
 
 # ----------------------------------------------------------------------------------- image sets
+def _digits_table() -> np.ndarray:
+    """The (1797, 65) table scikit-learn's ``load_digits`` reads (64 pixels, then the label), read
+    from the file scikit-learn ships without importing scikit-learn (over a second of a trial's
+    start-up); tests/test_data.py checks it equals ``load_digits``."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFound("the digits data set ships with scikit-learn, which is not installed: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as f:
+        return np.loadtxt(f, delimiter=",")
+
+
 def load_digits_uint8(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's 1,797 real 8x8 digits as uint8 (N, 1, 8, 8) with 17 levels 0..16, and labels.
 
     Deterministic split: the first 1,500 images train, the last ``DIGITS_N_TEST`` = 297 test (the file's
     order cycles through the classes, so both splits hold every digit).
     """
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = np.rint(d.images).astype(np.uint8)[:, None]  # exact: the values are integers 0..16
-    labels = d.target.astype(np.int64)
+    data = _digits_table()
+    images = np.rint(data[:, :-1]).reshape(-1, 8, 8).astype(np.uint8)[:, None]  # exact: integers 0..16
+    labels = data[:, -1].astype(np.int64)
     cut = len(images) - DIGITS_N_TEST
     sl = slice(0, cut) if train else slice(cut, None)
     return torch.from_numpy(np.ascontiguousarray(images[sl])), torch.from_numpy(labels[sl].copy())

@@ -55,6 +55,26 @@ def test_moons_statistics() -> None:
     assert abs(near.pow(2).mean().sqrt().item() - 0.2) < 0.02
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 250, 1001])
+@pytest.mark.parametrize("seed", [0, 1, 2**31 + 5])
+def test_moons_are_scikit_learns_points_for_the_same_seed(n: int, seed: int) -> None:
+    """The moons are drawn without importing scikit-learn, but must stay the authors' data."""
+    from sklearn.datasets import make_moons
+
+    ours = D._moons(n, np.random.default_rng(seed))
+    theirs, _ = make_moons(n_samples=n, noise=0.1, random_state=D._sklearn_seed(np.random.default_rng(seed)))
+    np.testing.assert_array_equal(ours, theirs * 2.0 + np.array([-1.0, -0.2]))
+
+
+def test_digits_table_is_scikit_learns_load_digits() -> None:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    table = D._digits_table()
+    np.testing.assert_array_equal(table[:, :-1], d.data)
+    np.testing.assert_array_equal(table[:, -1].astype(int), d.target)
+
+
 def test_circles_radii() -> None:
     n = 100_000
     r = D.toy_sample("circles", n, np.random.default_rng(2)).double().norm(dim=1)
