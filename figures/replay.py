@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from .plots import pyplot, save_png
 
@@ -29,6 +30,7 @@ def anytime_regret(curves: Sequence[Mapping[str, Any]], path_or_buf: Any, worker
                 ax.fill_between(x[band], lo[band], hi[band], color=colours[c["arm"]], alpha=0.12, lw=0)
                 ax.axhline(c["target"], color="grey", ls=":", lw=0.8)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis collide
             ax.set_yscale("symlog", linthresh=0.01)
             ax.set_ylim(bottom=0)
             ax.set_xlabel("cumulative trial-epochs" if axis == "trial_epochs" else f"simulated minutes (W={workers})")
