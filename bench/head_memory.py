@@ -89,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.head_memory: needs Linux's /proc/<pid>/smaps_rollup", file=sys.stderr)
         return 2
 
-    exe = Path(sys.executable).with_name("idensenet")
     with tempfile.TemporaryDirectory() as storage:
-        cmd = [str(exe), "sweep", "--space", args.space, "--trials", str(args.trials), "--max-concurrent",
+        cmd = [sys.executable, "-m", "sweeper.cli", "sweep", "--space", args.space, "--trials", str(args.trials), "--max-concurrent",
                str(args.concurrent), "--epochs", str(args.epochs), "--storage", storage, "--name", "headmem"]
         env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
         sweep = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     per_trial = roles["trial_driver"]["pss_mib_median"] + roles["train_controller"]["pss_mib_median"]
     fixed = roles["tune_driver"]["pss_mib_total"] + roles.get("ray_system", {}).get("pss_mib_total", 0.0)
     print(json.dumps({
-        "sweep": " ".join(cmd[1:]).replace(storage, "TMP"), "seconds": round(seconds, 1), "roles": roles,
+        "sweep": " ".join(cmd[3:]).replace(storage, "TMP"), "seconds": round(seconds, 1), "roles": roles,
         "per_trial_pss_mib": round(per_trial, 1), "fixed_pss_mib": round(fixed, 1),
         "trials_per_gib": round(1024 / per_trial, 2),
         "head_gib": args.head_gib, "trials_on_head": int((args.head_gib * 1024 - fixed) // per_trial),

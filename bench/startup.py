@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 SPACES = {"toy": "demo-moons", "digits": "digits"}
@@ -56,9 +55,8 @@ def medians(rows: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def sweep_case(kind: str, workers: int, trials: int) -> list[dict[str, float]]:
-    exe = Path(sys.executable).with_name("idensenet")
     with tempfile.TemporaryDirectory() as storage:
-        cmd = [str(exe), "sweep", "--space", SPACES[kind], "--trials", str(trials), "--max-concurrent", "1",
+        cmd = [sys.executable, "-m", "sweeper.cli", "sweep", "--space", SPACES[kind], "--trials", str(trials), "--max-concurrent", "1",
                "--epochs", "1", "--workers-per-trial", str(workers), "--storage", storage, "--name", "startup"]
         env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
