@@ -401,10 +401,10 @@ def test_resume_after_a_kill_mid_upload_trains_on_from_the_last_complete_checkpo
     (``sweeper.worker.UPLOAD_MODE``). A one-trial sweep on S3 (moto on loopback) whose checkpoints each
     carry 512 MiB more, so an upload lasts long enough to be caught: once a checkpoint folder is on S3
     but incomplete (its meta.json lists a file that is missing or short) while an earlier one is
-    complete (and Tune's snapshot on S3 holds the trial, so that the resume restores it rather than
-    proposing afresh), SIGKILL the training worker (the process uploading) and the driver; then
-    ``--resume``.
-    The resumed run trains on from the last complete checkpoint: its first reported epoch is the one
+    complete and registered (Train's checkpoint-manager snapshot lists it; Tune's snapshot holds the
+    trial, so that the resume restores it rather than proposing afresh), SIGKILL the training worker
+    (the process uploading) and the driver; then ``--resume``.
+    The resumed run trains on from that checkpoint: its first reported epoch is the one
     after it (not epoch 1: not from scratch; not later: not from the torn folder), the final checkpoint
     holds every epoch once, and the scores are those of an uninterrupted run of the same config."""
     import re
@@ -438,6 +438,7 @@ def test_resume_after_a_kill_mid_upload_trains_on_from_the_last_complete_checkpo
                     in_flight = sorted(set(folders) - {c.location.name for c in done})
                     tid = name[len("train-"):]
                     if (done and in_flight and in_flight[-1] > done[-1].location.name
+                            and _registered(run, done[-1].location.name)  # Train's snapshot lists it
                             and tid in _s3_tune_trials(exp)):  # a trial Tune's snapshot knows, so resumed
                         torn = run.join(in_flight[-1])
                         os.kill(int(worker["pid"]), signal.SIGKILL)
@@ -464,6 +465,16 @@ def test_resume_after_a_kill_mid_upload_trains_on_from_the_last_complete_checkpo
     _same_trajectory(final.history, reference)
     print(f"killed with epoch {last_complete} complete and {torn.name} in flight; "
           f"resumed at epoch {resumed_epochs[0]}")
+
+
+def _registered(run, folder: str) -> bool:
+    """Whether Ray Train's checkpoint-manager snapshot of ``run`` lists ``folder`` (a complete upload
+    is registered, and so resumed from, a moment after it lands)."""
+    snap = run.join("checkpoint_manager_snapshot.json")
+    try:
+        return snap.is_file() and folder in snap.read_text()
+    except OSError:  # being rewritten right now
+        return False
 
 
 def _s3_tune_trials(exp) -> set[str]:
