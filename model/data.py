@@ -29,12 +29,14 @@ Conventions shared by every loader built here:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -66,6 +68,7 @@ __all__ = [
     "validation_indices",
     "require_dataset",
     "set_epoch",
+    "default_loader_workers",
 ]
 
 
@@ -326,43 +329,95 @@ def _imagenet_files(root: str | os.PathLike[str], train: bool) -> tuple[Path, li
     return folder, paths
 
 
-def _imagenet_cache(
-    root: str | os.PathLike[str], train: bool, cache_dir: str | os.PathLike[str] | None
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing): the ranks of a node that all find a
+    cache missing build it once, the others wait and then read it."""
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _npy_cache(
+    cdir: Path, split: str, sources: Sequence[Path], write: Callable[[Path, Path], None]
 ) -> tuple[Path, Path] | None:
-    """Paths of the uint8 image / int64 label .npy cache of one split, built if missing or stale
-    (one npz at a time, so peak memory is one batch); None when the cache folder is not writable."""
-    folder, sources = _imagenet_files(root, train)
-    cdir = Path(cache_dir).expanduser() if cache_dir is not None else folder / "cache"
-    split = "train" if train else "val"
+    """Paths of one split's uint8 image / int64 label ``.npy`` files in ``cdir``, written by
+    ``write(images_path, labels_path)`` if missing or older than a source file; None when ``cdir`` is
+    not writable. The files appear atomically (written under temporary names, then renamed), and a
+    lock makes one process per cache folder write them while the others wait."""
     img_path, lab_path = cdir / f"{split}_images_uint8.npy", cdir / f"{split}_labels_int64.npy"
     newest = max(p.stat().st_mtime for p in sources)
-    if img_path.is_file() and lab_path.is_file() and min(
-        img_path.stat().st_mtime, lab_path.stat().st_mtime
-    ) >= newest:
+
+    def fresh() -> bool:
+        return img_path.is_file() and lab_path.is_file() and min(
+            img_path.stat().st_mtime, lab_path.stat().st_mtime) >= newest
+
+    if fresh():
         return img_path, lab_path
     try:
         cdir.mkdir(parents=True, exist_ok=True)
-    except OSError:
+        if not os.access(cdir, os.W_OK):
+            return None
+        with _file_lock(cdir / f".{split}.lock"):
+            if fresh():  # another process built it while this one waited
+                return img_path, lab_path
+            tag = f".{os.getpid()}.tmp.npy"
+            tmp_img, tmp_lab = img_path.with_suffix(tag), lab_path.with_suffix(tag)
+            write(tmp_img, tmp_lab)
+            os.replace(tmp_lab, lab_path)
+            os.replace(tmp_img, img_path)
+    except PermissionError:
         return None
-    if not os.access(cdir, os.W_OK):
-        return None
-    counts = [_npz_rows(p, folder) for p in sources]
-    tag = f".{os.getpid()}.tmp.npy"
-    tmp_img, tmp_lab = img_path.with_suffix(tag), lab_path.with_suffix(tag)
-    images = np.lib.format.open_memmap(tmp_img, mode="w+", dtype=np.uint8, shape=(sum(counts), 3, 32, 32))
-    labels = np.empty(sum(counts), dtype=np.int64)
-    start = 0
-    for p, n in zip(sources, counts):
-        data, lab = _read_npz(p, folder)
-        images[start : start + n] = data.reshape(n, 3, 32, 32)
-        labels[start : start + n] = lab
-        start += n
-    images.flush()
-    del images
-    np.save(tmp_lab, labels)
-    os.replace(tmp_lab, lab_path)  # atomic: concurrent ranks never see a half-written cache
-    os.replace(tmp_img, img_path)
     return img_path, lab_path
+
+
+def _imagenet_cache(
+    root: str | os.PathLike[str], train: bool, cache_dir: str | os.PathLike[str] | None
+) -> tuple[Path, Path] | None:
+    """Paths of the uint8 image / int64 label .npy cache of one split (:func:`_npy_cache`), converted
+    one npz at a time, so the peak memory of building it is one batch."""
+    folder, sources = _imagenet_files(root, train)
+    cdir = Path(cache_dir).expanduser() if cache_dir is not None else folder / "cache"
+
+    def write(img_path: Path, lab_path: Path) -> None:
+        counts = [_npz_rows(p, folder) for p in sources]
+        images = np.lib.format.open_memmap(img_path, mode="w+", dtype=np.uint8, shape=(sum(counts), 3, 32, 32))
+        labels = np.empty(sum(counts), dtype=np.int64)
+        start = 0
+        for p, n in zip(sources, counts):
+            data, lab = _read_npz(p, folder)
+            images[start : start + n] = data.reshape(n, 3, 32, 32)
+            labels[start : start + n] = lab
+            start += n
+        images.flush()
+        del images
+        np.save(lab_path, labels)
+
+    return _npy_cache(cdir, "train" if train else "val", sources, write)
+
+
+def _cifar_cache(root: str | os.PathLike[str], train: bool, download: bool, verify: bool) -> tuple[Path, Path] | None:
+    """Paths of the uint8 image / int64 label .npy cache of one CIFAR10 split in
+    ``<root>/cifar-10-batches-py/cache`` (:func:`_npy_cache`), written from :func:`load_cifar10`."""
+    folder = Path(root).expanduser() / CIFAR10_FOLDER
+    names = CIFAR10_FILES[:5] if train else CIFAR10_FILES[5:6]
+    sources = [folder / n for n in names]
+    if not all(p.is_file() for p in sources):
+        if not download:
+            return None  # load_cifar10 raises the error that names the folder
+        load_cifar10(root, train, download=True, verify=verify)
+
+    def write(img_path: Path, lab_path: Path) -> None:
+        images, labels = load_cifar10(root, train, download=False, verify=verify)
+        with open(img_path, "wb") as f:
+            np.save(f, images.numpy())
+        with open(lab_path, "wb") as f:
+            np.save(f, labels.numpy())
+
+    return _npy_cache(folder / "cache", "train" if train else "test", sources, write)
 
 
 def load_imagenet32(
@@ -542,18 +597,40 @@ def _per_rank(batch_size: int, world_size: int, what: str) -> int:
 
 
 def _image_arrays(
-    key: str, root: str | os.PathLike[str] | None, train: bool, download: bool, verify: bool
+    key: str, root: str | os.PathLike[str] | None, train: bool, download: bool, verify: bool, share: bool
 ) -> tuple[Any, Any]:
+    """(images, labels) of one split: digits in memory (1,797 small images); CIFAR10 and ImageNet32
+    memory-mapped from their node's ``.npy`` cache when ``share`` (every process on the node then reads
+    the same pages of the page cache: one copy per node), else a private in-memory copy."""
     if key == "digits":
         return load_digits_uint8(train)
     if root is None:
         raise ValueError(f"data set {key!r} needs a root folder")
     if key == "cifar10":
-        return load_cifar10(root, train, download=download, verify=verify)
-    paths = _imagenet_cache(root, train, None)
-    if paths is None:
-        return load_imagenet32(root, train, cache=False)
+        paths = _cifar_cache(root, train, download, verify) if share else None
+        if paths is None:
+            return load_cifar10(root, train, download=download, verify=verify)
+    else:
+        paths = _imagenet_cache(root, train, None) if share else None
+        if paths is None:
+            return load_imagenet32(root, train, cache=False)
     return _NpyImages(paths[0]), np.load(paths[1])
+
+
+#: loader processes a GPU worker runs at most on an image set from disk (``bench.data_scaling``: one
+#: process in-line already reads the uint8 arrays hundreds of times faster than a GPU step consumes
+#: them; the worker processes are there to read ahead while the first epoch faults pages in from disk)
+MAX_LOADER_WORKERS = 2
+
+
+def default_loader_workers(name: str, reserved_cpus: float | None, on_gpu: bool) -> int:
+    """DataLoader worker processes for a training process that reserves ``reserved_cpus`` CPUs:
+    0 for toy sets (drawn in-line), digits (in memory) and on a CPU (the step's threads use every
+    reserved CPU); on a GPU, an on-disk image set gets the reserved CPUs less the one the training
+    process needs, at most :data:`MAX_LOADER_WORKERS`."""
+    if not on_gpu or dataset_info(name).is_toy or name.lower() == "digits" or reserved_cpus is None:
+        return 0
+    return max(0, min(int(reserved_cpus) - 1, MAX_LOADER_WORKERS))
 
 
 def require_dataset(name: str, root: str | os.PathLike[str] | None) -> None:
@@ -591,6 +668,7 @@ def make_loaders(
     toy_test_size: int = TOY_TEST_SIZE,
     toy_test_seed: int = TOY_TEST_SEED,
     pin_memory: bool = False,
+    share: bool = True,
 ) -> Loaders:
     """Train and test loaders of one process of ``world_size`` for data set ``name``.
 
@@ -602,6 +680,7 @@ def make_loaders(
     :class:`ToyLoader` for training and fixed validation and test sets of ``toy_test_size`` points
     each, drawn from ``TOY_VAL_SEED`` and ``toy_test_seed`` only. Image sets: the validation loader
     reads the held-out images (:func:`validation_indices`), the training loader the rest.
+    ``share=False`` gives this process a private copy of an image set instead of the node's memory map.
     """
     key = name.lower()
     info = dataset_info(key)
@@ -618,7 +697,7 @@ def make_loaders(
         val_ds = TensorDataset(toy_sample(key, toy_test_size, np.random.default_rng(TOY_VAL_SEED)), no_label)
         train: EpochDataLoader | ToyLoader = ToyLoader(key, train_bs, toy_batches_per_epoch, seed, rank, world_size)
     else:
-        images, labels = _image_arrays(key, root, True, download, verify)
+        images, labels = _image_arrays(key, root, True, download, verify, share)
         keep, held_out = validation_indices(len(labels))
         val_ds = EpochSubset(ImageDataset(images, labels), held_out)
         train_ds = EpochSubset(ImageDataset(images, labels, flip=(key == "cifar10"), seed=seed), keep)
@@ -626,7 +705,7 @@ def make_loaders(
             train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False
         )
         train = EpochDataLoader(train_ds, batch_size=train_bs, sampler=sampler, drop_last=True, **common)
-        images, labels = _image_arrays(key, root, False, download, verify)
+        images, labels = _image_arrays(key, root, False, download, verify, share)
         test_ds = ImageDataset(images, labels)
     test, val = (EpochDataLoader(ds, batch_size=test_bs, sampler=_ShardSampler(len(ds), rank, world_size), **common)
                  for ds in (test_ds, val_ds))

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .data import make_loaders, set_epoch
+from .data import default_loader_workers, make_loaders, set_epoch
 from .flow import Flow, build_model
 from .iresblock import InvertibleResBlock
 from .run_config import RunConfig
@@ -59,17 +59,21 @@ class Run:
         return -(-t.test_size // self.world) if (t.test_size and not self.run.model.is_toy) else None
 
 
-def set_up(run: RunConfig, rank: int = 0, world: int = 1, device: torch.device | None = None) -> Run:
+def set_up(run: RunConfig, rank: int = 0, world: int = 1, device: torch.device | None = None,
+           reserved_cpus: float | None = None) -> Run:
     """The flow with identical initial weights on every rank, the shared roulette generator, this
-    rank's loaders and the step."""
+    rank's loaders (``loader_workers: null`` sized from ``reserved_cpus``, the CPUs this process
+    reserves; pinned memory on a GPU) and the step."""
     m, t = run.model, run.train
     device = device or torch.device("cpu")
     torch.manual_seed(t.seed)  # identical initial weights (and spectral-norm vectors) on every rank
     model = build_model(m).to(device)
     roulette = share_roulette(model, t.seed)
+    on_gpu = device.type == "cuda"
+    workers = t.loader_workers if t.loader_workers is not None else default_loader_workers(t.data, reserved_cpus, on_gpu)
     loaders = make_loaders(
         t.data, t.data_root, t.batch_size, t.test_batch_size, rank, world, seed=t.seed,
-        num_workers=t.loader_workers, toy_batches_per_epoch=t.steps_per_epoch or 100,
+        num_workers=workers, pin_memory=on_gpu and workers > 0, toy_batches_per_epoch=t.steps_per_epoch or 100,
         **({"toy_test_size": t.test_size} if m.is_toy and t.test_size else {}),
     )
     return Run(run, rank, world, device, model, TrainStep(model, t), loaders, roulette)

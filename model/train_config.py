@@ -11,7 +11,9 @@ its data kind at construction (the authors' recipes, paper appendix B and their 
 
 ``None`` is a value, not "unset": ``grad_clip: null`` trains without clipping, ``ema_decay: null``
 scores the raw weights, ``steps_per_epoch: null`` passes over the whole training set,
-``eval_sn_iters: null`` refines the spectral norms in tolerance mode before scoring.
+``eval_sn_iters: null`` refines the spectral norms in tolerance mode before scoring, and
+``loader_workers: null`` sizes the loader from the CPUs the worker reserves
+(:func:`model.data.default_loader_workers`).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class TrainConfig:
     ema_decay: float | None = _UNSET
     eval_sn_iters: int | None = _UNSET  # power iterations before scoring (None: tolerance mode)
     seed: int = 0
-    loader_workers: int = 0
+    loader_workers: int | None = None  # None: sized from the worker's reserved CPUs (model.data)
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, str]] = []

@@ -89,10 +89,19 @@ def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _set_up(config: dict[str, Any], rank: int, world: int) -> Run:
-    """The run config (its family's module imported first), the device, then :func:`model.run.set_up`."""
+    """The run config (its family's module imported first), the device, then :func:`model.run.set_up`
+    with the CPUs Ray reserved for this worker."""
     import_modules(config.get("family_modules", ()))  # families registered outside model.families
     device = choose_device(config.get("device", "cpu"), bool(config.get("cpu_if_no_cuda")))
-    return set_up(RunConfig.from_dict(config["run"]), rank, world, device)
+    return set_up(RunConfig.from_dict(config["run"]), rank, world, device, reserved_cpus())
+
+
+def reserved_cpus() -> float | None:
+    """The CPUs Ray reserved for this worker (its ``resources_per_worker``); None outside a Ray worker
+    (the loop called in the driver's own process, as with ``ScalingConfig(num_workers=0)``)."""
+    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return None
+    return ray.get_runtime_context().get_assigned_resources().get("CPU")
 
 
 def _resume_or_initialise(r: Run) -> tuple[int, list[dict[str, Any]]]:

@@ -368,6 +368,87 @@ def test_imagenet32_missing_and_corrupted(tmp_path: Path) -> None:
         D.load_imagenet32(tmp_path, train=False, cache=False)
 
 
+# ------------------------------------------------------------------------- one copy per node
+
+
+def _all_batches(root: Path, name: str, rank: int, share: bool, workers: int, maps: list | None = None) -> list[bytes]:
+    """Every batch rank ``rank`` of 2 reads in two training epochs, validation and test, as bytes;
+    ``maps`` receives the files this process has memory-mapped while the loaders are alive."""
+    lo = D.make_loaders(name, root, 4, 4, rank, 2, seed=3, num_workers=workers, verify=False, share=share)
+    out = []
+    for epoch in (0, 1):
+        lo.train.set_epoch(epoch)
+        out += [x.numpy().tobytes() + y.numpy().tobytes() for x, y in lo.train]
+    for loader in (lo.val, lo.test):
+        out += [x.numpy().tobytes() + y.numpy().tobytes() for x, y in loader]
+    if maps is not None:
+        maps += [line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if ".npy" in line]
+    return out
+
+
+def _rank_reads(root: str, name: str, rank: int, queue) -> None:  # noqa: ANN001  (a spawned process)
+    mapped: list[str] = []
+    batches = _all_batches(Path(root), name, rank, True, 0, mapped)
+    queue.put((rank, batches, mapped))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "imagenet32"])
+def test_node_shared_arrays_give_every_rank_the_bytes_of_a_private_copy(tmp_path: Path, name: str) -> None:
+    import multiprocessing as mp
+
+    if name == "cifar10":
+        _write_cifar(tmp_path, n=12)  # 60 training images, 12 test
+    else:
+        _write_imagenet(tmp_path, n=6)  # 60 training images, 5 test
+    private = {r: _all_batches(tmp_path, name, r, False, 0) for r in (0, 1)}
+    assert all(len(b) > 8 for b in private.values()) and private[0] != private[1]
+    ctx = mp.get_context("spawn")  # two fresh processes, as Ray starts a node's workers
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_rank_reads, args=(str(tmp_path), name, r, queue)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    shared = {}
+    for _ in procs:
+        rank, batches, mapped = queue.get(timeout=120)
+        shared[rank] = batches
+        cache = tmp_path / {"cifar10": D.CIFAR10_FOLDER, "imagenet32": D.IMAGENET32_FOLDER}[name] / "cache"
+        # each process reads the node's one file through a memory map, not a copy of its own
+        assert str(cache / "train_images_uint8.npy") in mapped, mapped
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert shared == private
+    assert _all_batches(tmp_path, name, 1, True, 2) == private[1]  # and through two loader processes
+
+
+def test_cache_is_built_once_by_one_of_many_processes(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    _write_imagenet(tmp_path, n=6)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=D.load_imagenet32, args=(str(tmp_path), True)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    cache = tmp_path / "imagenet32" / "cache"
+    assert sorted(f.name for f in cache.iterdir() if not f.name.startswith(".")) == [
+        "train_images_uint8.npy", "train_labels_int64.npy"]  # no temporary file left behind
+    x, _ = D.load_imagenet32(tmp_path, train=True, cache=False)
+    assert np.array_equal(np.load(cache / "train_images_uint8.npy"), x.numpy())
+
+
+def test_default_loader_workers_follow_the_reserved_cpus() -> None:
+    assert D.default_loader_workers("imagenet32", 12.0, on_gpu=True) == D.MAX_LOADER_WORKERS
+    assert D.default_loader_workers("cifar10", 2.0, on_gpu=True) == 1  # one CPU stays with the step
+    assert D.default_loader_workers("cifar10", 1.0, on_gpu=True) == 0
+    assert D.default_loader_workers("cifar10", 12.0, on_gpu=False) == 0  # a CPU step uses every core
+    assert D.default_loader_workers("digits", 12.0, on_gpu=True) == 0
+    assert D.default_loader_workers("moons", 12.0, on_gpu=True) == 0
+    assert D.default_loader_workers("imagenet32", None, on_gpu=True) == 0
+
+
 # ------------------------------------------------------------------------------ dequantisation
 
 

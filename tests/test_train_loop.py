@@ -190,3 +190,24 @@ def _local_final_model(tmp_path):
     saves.mkdir()
     run_local(EXACT_TOY, saves=saves)
     return load_model(saves / f"epoch{EXACT_TOY.train.epochs}", use_ema=False)
+
+
+def test_a_worker_reads_the_cpus_ray_reserved_for_it(ray_session, tmp_path):
+    """What sizes the loader (``loader_workers: null``): the worker's own ``resources_per_worker``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from sweeper.worker import reserved_cpus
+
+    def report_reserved_cpus(config) -> float | None:  # noqa: ANN001  (defined here: pickled by value)
+        from sweeper.worker import reserved_cpus
+
+        return reserved_cpus()
+
+    result = TorchTrainer(
+        report_reserved_cpus,
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2}),
+        run_config=ray.train.RunConfig(name="cpus", storage_path=str(tmp_path)),
+    ).fit()
+    assert result.return_value == 2.0
+    assert reserved_cpus() is None  # the driver is no Ray worker
