@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
     size = _checkpoint_bytes(args.case)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         for r in range(args.rounds):
             for mode in MODES:

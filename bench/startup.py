@@ -122,7 +122,7 @@ def floor(workers: int, trials: int) -> list[dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=int, default=3, help="trials per case (default 3)")
+    p.add_argument("--trials", type=int, default=3, help="trials per case, at least 2: a sweep's baseline and enqueued trials (default 3)")
     p.add_argument("--cases", default="toy-1,toy-2,digits-1,digits-2",
                    help="comma-separated KIND-WORKERS, KIND toy or digits (default all four)")
     p.add_argument("--no-floor", action="store_true", help="skip Ray's floor")
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     for text in args.cases.split(","):
         kind, _, w = text.partition("-")
-        if kind not in SPACES or not w.isdigit() or int(w) < 1 or args.trials < 1:
-            print(f"bench.startup: bad case {text!r} (want toy-N or digits-N) or --trials < 1", file=sys.stderr)
+        if kind not in SPACES or not w.isdigit() or int(w) < 1 or args.trials < 2:
+            print(f"bench.startup: bad case {text!r} (want toy-N or digits-N) or --trials < 2", file=sys.stderr)
             return 2
         cases.append((kind, int(w)))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
