@@ -8,7 +8,8 @@
 # Then TF32 and bfloat16-autocast rows of the CIFAR10 models (labelled: not the same maths), and the
 # side-by-side table against the authors' step on the GPU when their work tree is at $REF_IDENSENET
 # (default .ref-idensenet, an ignored folder: carry it to the device machine) and the harness at
-# $IDN_HARNESS (default ../shared/reference/harness, or shared/reference/harness).
+# $IDN_HARNESS (default ../shared/reference/harness, or shared/reference/harness). Last, the data
+# loader's images/s against the full model's step (bench.data_scaling).
 #
 #   bash bench/gpu_bench.sh            # from the repository root
 #   PYTHON=.venv/bin/python OUT=/tmp/x bash bench/gpu_bench.sh
@@ -87,3 +88,9 @@ if [ -f "$REF/train_img.py" ] && [ -f "$HARNESS/time_img.py" ]; then
 else
   echo "side-by-side skipped: no authors' tree at $REF or no harness at $HARNESS" >&2
 fi
+
+# 5) the data loader against the step on the GPU (issue 26): rank 0 of 4's loader over the page cache
+#    and cold, 0 and 2 loader processes, against the full CIFAR10 model's step at 16 and 64 per GPU
+timeout 150 "$PYTHON" -m bench.data_scaling --device cuda --step-case cifar_full --images 64000 --ranks 1 \
+    --batch 16,64 --loader-workers 0,2 > "$OUT/data_scaling.json" || echo "data scaling: failed or timed out" >&2
+"$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); [print(f'loader batch {r[\"batch\"]}, {r[\"loader_workers\"]} workers: {r[\"loader_images_per_s\"]:,.0f} images/s, step {r[\"step_images_per_s\"]:.1f} images/s, ratio {r[\"loader_over_step\"]:,.0f}') for r in d['throughput']]" "$OUT/data_scaling.json" || true

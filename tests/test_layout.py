@@ -19,7 +19,7 @@ ALLOWED = {
     "sweeper": ({"model", "search_spaces", "figures"}, {"ray", "optuna", "pandas", "pyarrow", "torch", "numpy",
                                                        "yaml", "tensorboardX", "scipy"}),
     "studies": ({"model", "search_spaces", "figures", "sweeper"}, {"ray", "pandas", "torch", "numpy", "yaml"}),
-    "bench": ({"model", "search_spaces", "sweeper"}, {"torch", "numpy", "yaml", "ray", "moto", "boto3"}),
+    "bench": ({"model", "search_spaces", "sweeper"}, {"torch", "numpy", "yaml", "ray", "moto", "boto3", "optuna"}),
     "replay": ({"model", "search_spaces", "sweeper", "figures"}, {"ray", "optuna", "pandas", "pyarrow", "torch",
                                                                 "numpy", "yaml"}),
 }
