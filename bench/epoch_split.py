@@ -18,6 +18,10 @@ exact series terms plus the Russian roulette, every block). Two cases, on this C
   per-image costs at batch 16 and 20 stand in for the authors' 64 and 200 (on a GPU larger batches
   are cheaper per image; on this CPU the step's time grows about linearly with the batch).
 
+``--compiled`` scores with every block's g compiled (the train config's ``compile_eval``,
+:mod:`model.compiled_eval`), after a first scoring pass that compiles (timed apart), then times eager
+and compiled scoring alternately, 3 rounds, on the same batches.
+
 Prints one JSON object.
 """
 
@@ -40,7 +44,18 @@ def _timed(fn) -> float:  # noqa: ANN001
     return time.perf_counter() - t0
 
 
-def digits_epoch() -> dict[str, Any]:
+def _alternate(score, rounds: int = 3) -> dict[str, Any]:  # noqa: ANN001
+    """Eager and compiled scoring timed alternately ``rounds`` times: each side's times and the median
+    of the per-round ratios eager / compiled."""
+    eager, compiled = [], []
+    for _ in range(rounds):
+        eager.append(_timed(lambda: score(False)))
+        compiled.append(_timed(lambda: score(True)))
+    ratios = sorted(e / c for e, c in zip(eager, compiled))
+    return {"eager_s": eager, "compiled_s": compiled, "median_ratio": ratios[len(ratios) // 2]}
+
+
+def digits_epoch(compiled: bool = False) -> dict[str, Any]:
     """One real digits epoch, split into training, the refresh and the two scored sets."""
     import optuna
 
@@ -60,20 +75,28 @@ def digits_epoch() -> dict[str, Any]:
     initialise(r)
     train_epoch(r, 0)  # a first epoch warms up the allocator and the lazily built parts
     t = r.run.train
-    out: dict[str, Any] = {"params": params, "parameters": count}
+    out: dict[str, Any] = {"params": params, "parameters": count, "compiled": compiled}
     out["train_s"] = _timed(lambda: train_epoch(r, 1))
     with r.step.ema.swapped_in():
+        if compiled:  # the first epoch's scoring compiles (and the smaller last batch recompiles once)
+            out["compile_s"] = _timed(lambda: [evaluate(r.model, loader, r.device, None, refresh_lipschitz=False,
+                                                        compiled=True) for loader in (r.loaders.val, r.loaders.test)])
         out["refresh_s"] = _timed(lambda: r.model.update_lipschitz(t.eval_sn_iters))
         out["val_s"] = _timed(lambda: evaluate(r.model, r.loaders.val, r.device, t.eval_sn_iters,
-                                               refresh_lipschitz=False))
+                                               refresh_lipschitz=False, compiled=compiled))
         out["test_s"] = _timed(lambda: evaluate(r.model, r.loaders.test, r.device, t.eval_sn_iters,
-                                                refresh_lipschitz=False))
+                                                refresh_lipschitz=False, compiled=compiled))
+        if compiled:
+            out["eager_over_compiled"] = _alternate(lambda c: [
+                evaluate(r.model, loader, r.device, None, refresh_lipschitz=False, compiled=c)
+                for loader in (r.loaders.val, r.loaders.test)])
     evaluation = out["refresh_s"] + out["val_s"] + out["test_s"]
     out["evaluation_share"] = evaluation / (evaluation + out["train_s"])
     return out
 
 
-def cifar_small_epoch(steps: int, eval_batches: int, train_batch: int = 16, eval_batch: int = 20) -> dict[str, Any]:
+def cifar_small_epoch(steps: int, eval_batches: int, train_batch: int = 16, eval_batch: int = 20,
+                      compiled: bool = False) -> dict[str, Any]:
     """The small CIFAR10 model's epoch, scaled from timed steps and evaluation batches."""
     from bench.cases import make_case, train_step
     from model.train_step import evaluate
@@ -87,15 +110,19 @@ def cifar_small_epoch(steps: int, eval_batches: int, train_batch: int = 16, eval
                for _ in range(eval_batches)]
     model = case.model
     refresh_s = _timed(lambda: model.update_lipschitz(None))
-    evaluate(model, batches[:1], torch.device("cpu"), None, refresh_lipschitz=False)  # warm-up
-    eval_s = _timed(lambda: evaluate(model, batches, torch.device("cpu"), None, refresh_lipschitz=False))
+    warm_s = _timed(lambda: evaluate(model, batches[:1], torch.device("cpu"), None, refresh_lipschitz=False,
+                                     compiled=compiled))  # warm-up (and compilation)
+    eval_s = _timed(lambda: evaluate(model, batches, torch.device("cpu"), None, refresh_lipschitz=False,
+                                     compiled=compiled))
+    compare = _alternate(lambda c: evaluate(model, batches, torch.device("cpu"), None, refresh_lipschitz=False,
+                                            compiled=c)) if compiled else None
     per_train = sorted(step_s)[len(step_s) // 2] / train_batch
     per_scored = eval_s / (eval_batch * eval_batches)
     train, evaluation = per_train * CIFAR_TRAIN, refresh_s + per_scored * CIFAR_SCORED
-    return {"step_s": step_s, "train_batch": train_batch, "eval_batch": eval_batch, "eval_s": eval_s,
+    return {"compiled": compiled, "first_eval_batch_s": warm_s, "step_s": step_s, "train_batch": train_batch, "eval_batch": eval_batch, "eval_s": eval_s,
             "eval_images": eval_batch * eval_batches, "refresh_s": refresh_s,
             "train_s_per_image": per_train, "eval_s_per_image": per_scored,
-            "epoch_train_s": train, "epoch_evaluation_s": evaluation,
+            "epoch_train_s": train, "epoch_evaluation_s": evaluation, "eager_over_compiled": compare,
             "evaluation_share": evaluation / (evaluation + train)}
 
 
@@ -105,14 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed small-CIFAR10 training steps (default 3)")
     p.add_argument("--eval-batches", type=int, default=2, help="timed small-CIFAR10 evaluation batches of 20")
     p.add_argument("--cases", default="digits,cifar_small")
+    p.add_argument("--compiled", action="store_true", help="score with compile_eval (model.compiled_eval)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {"threads": args.threads}
     for case in args.cases.split(","):
         if case == "digits":
-            out["digits"] = digits_epoch()
+            out["digits"] = digits_epoch(args.compiled)
         elif case == "cifar_small":
-            out["cifar_small"] = cifar_small_epoch(args.steps, args.eval_batches)
+            out["cifar_small"] = cifar_small_epoch(args.steps, args.eval_batches, compiled=args.compiled)
         else:
             print(f"bench.epoch_split: unknown case {case!r} (digits, cifar_small)", file=sys.stderr)
             return 2

@@ -46,9 +46,16 @@ class InvertibleResBlock(nn.Module):
         self.lamb = nn.Parameter(torch.tensor(2.0), requires_grad=False)
         self.roulette_generator: torch.Generator | None = None
         self.last_n_terms = 0  # series terms used by the latest estimate (0: exact log-det)
+        # ``net`` compiled, used in evaluation while :func:`model.compiled_eval.compiled_evaluation`
+        # is active; kept out of the module tree (no state-dict keys, no parameters of its own)
+        object.__setattr__(self, "compiled_net", None)
+        self.use_compiled = False
 
     def _uses_exact(self, x: Tensor) -> bool:
         return self.settings.brute_force or (not self.training and x.ndim == 2 and x.shape[1] == 2)
+
+    def _net(self) -> nn.Module:
+        return self.compiled_net if (self.use_compiled and not self.training) else self.net
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if torch.is_inference_mode_enabled():
@@ -59,7 +66,7 @@ class InvertibleResBlock(nn.Module):
         with torch.enable_grad():
             if self._uses_exact(x):
                 xi = x if (grad_on and x.requires_grad) else x.detach().requires_grad_(True)
-                g = self.net(xi)
+                g = self._net()(xi)
                 logdet = exact_logdet(g, xi, create_graph=grad_on)
                 self.last_n_terms = 0
             else:
@@ -71,7 +78,7 @@ class InvertibleResBlock(nn.Module):
                     g, logdet = memory_efficient_logdet(self.net, x, eps, weights, neumann=s.neumann_grad)
                 else:
                     xi = x if (grad_on and x.requires_grad) else x.detach().requires_grad_(True)
-                    g = self.net(xi)
+                    g = self._net()(xi)
                     if self.training and s.neumann_grad:
                         logdet = neumann_logdet(g, xi, eps, weights, training=grad_on)
                     else:

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from .compiled_eval import compiled_evaluation
 from .data import dequantize
 from .flow import Flow
 from .train_config import TrainConfig
@@ -201,13 +202,15 @@ def evaluate(
     sn_iters: int | None,
     max_items: int | None = None,
     refresh_lipschitz: bool = True,
+    compiled: bool = False,
 ) -> tuple[float, int]:
     """(mean score, number of items) over every worker's shard of the test set (sums all-reduced).
 
     First ``update_lipschitz(sn_iters)`` (a count, or tolerance mode for None), then eval mode, where
     each block uses the evaluation estimator (20 exact terms plus roulette; exact for 2-D data).
     ``batches`` yields ``(batch, label)``; ``max_items`` caps this worker's share;
-    ``refresh_lipschitz=False`` skips the update (a second set scored with the same weights).
+    ``refresh_lipschitz=False`` skips the update (a second set scored with the same weights);
+    ``compiled=True`` runs every block's g compiled (:func:`model.compiled_eval.compiled_evaluation`).
     """
     if refresh_lipschitz:
         model.update_lipschitz(sn_iters)
@@ -215,12 +218,13 @@ def evaluate(
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     try:
-        for xb, _ in batches:
-            if max_items is not None and count >= max_items:
-                break
-            s = model.score_from_output(*model(model_input(xb, model, device)))
-            total += s.double().sum()  # summed on the device, read back once below
-            count += s.numel()
+        with compiled_evaluation(model) if compiled else contextlib.nullcontext():
+            for xb, _ in batches:
+                if max_items is not None and count >= max_items:
+                    break
+                s = model.score_from_output(*model(model_input(xb, model, device)))
+                total += s.double().sum()  # summed on the device, read back once below
+                count += s.numel()
     finally:
         model.train(was_training)
     total_all, count_all = all_reduce_sum([float(total), float(count)], device)
