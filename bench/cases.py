@@ -83,8 +83,9 @@ def make_case(name: str, device: torch.device, batch: int | None = None, seed: i
     return Case(name, cfg, model, bs, lambda i: data[i % len(data)])
 
 
-def train_step(case: Case, forward: torch.nn.Module | None = None) -> TrainStep:
+def train_step(case: Case, forward: torch.nn.Module | None = None, fused: bool = False) -> TrainStep:
     """The production step for a case: the authors' recipe of its data kind (images: warm-up,
-    clip 1.0, EMA 0.999; toy: none of them), on the case's batch size; ``forward``: a DDP wrapper."""
+    clip 1.0, EMA 0.999; toy: none of them), on the case's batch size; ``forward``: a DDP wrapper;
+    ``fused``: the train config's switch of the same name (:mod:`model.fused`)."""
     data = "moons" if case.config.is_toy else ("digits" if case.config.input_shape == (1, 8, 8) else "cifar10")
-    return TrainStep(case.model, TrainConfig(data=data, batch_size=case.batch_size), forward=forward)
+    return TrainStep(case.model, TrainConfig(data=data, batch_size=case.batch_size, fused=fused), forward=forward)

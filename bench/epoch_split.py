@@ -18,7 +18,7 @@ exact series terms plus the Russian roulette, every block). Two cases, on this C
   per-image costs at batch 16 and 20 stand in for the authors' 64 and 200 (on a GPU larger batches
   are cheaper per image; on this CPU the step's time grows about linearly with the batch).
 
-``--compiled`` scores with every block's g compiled (the train config's ``compile_eval``,
+``--compiled`` scores with every block's g compiled (the train config's ``fused``,
 :mod:`model.compiled_eval`), after a first scoring pass that compiles (timed apart), then times eager
 and compiled scoring alternately, 3 rounds, on the same batches.
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed small-CIFAR10 training steps (default 3)")
     p.add_argument("--eval-batches", type=int, default=2, help="timed small-CIFAR10 evaluation batches of 20")
     p.add_argument("--cases", default="digits,cifar_small")
-    p.add_argument("--compiled", action="store_true", help="score with compile_eval (model.compiled_eval)")
+    p.add_argument("--compiled", action="store_true", help="score with every block's g compiled (model.compiled_eval)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {"threads": args.threads}

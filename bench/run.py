@@ -121,7 +121,7 @@ def _worker_train(name: str, opts: dict[str, Any]) -> dict[str, Any]:
     case.model.initialize(case.batch(0) if case.config.is_toy else _dequantized(case))
     mem = PeakMemory(device)
     mem.start()
-    step = train_step(case)
+    step = train_step(case, fused=bool(opts.get("fused")))
     precision = opts.get("precision", "fp32")
 
     def run(i: int) -> None:
@@ -330,6 +330,7 @@ def _case_opts(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup if args.warmup is not None else warm, "flops": args.flops,
         "peak_tflops": args.peak_tflops, "batch": args.batch,
         "model_case": args.eval_model, "memory_format": args.memory_format, "precision": args.precision,
+        "fused": args.fused,
     }
 
 
@@ -444,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default=None,
                    help="image layout inside the flow (default: the model's, auto = channels-last on CPU)")
     p.add_argument("--batch", type=int, default=None, help="override every case's batch size")
+    p.add_argument("--fused", action="store_true", help="training cases with the train config's fused: true "
+                   "(model.fused; the warm-up calls pay the compilation)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (strict, the authors' maths; default), tf32 or bf16 autocast: labelled variants")
     p.add_argument("--eval-model", default=None, help="model case for eval/sample (default image111 on CPU, "

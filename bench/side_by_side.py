@@ -23,6 +23,9 @@ the authors' script runs unchanged with CUDA as torch's default device and a syn
 (:func:`authors_on_cuda`); ``--precision tf32`` lets both sides use TF32 tensor cores (not the same
 maths as fp32: a separately labelled run).
 
+``--fused`` adds a third side, this project's step with the train config's ``fused: true``
+(:mod:`model.fused`; two more warm-up steps pay its compilation), in the same alternation.
+
     python -m bench.side_by_side --ref ~/ref-idensenet --harness ../shared/reference/harness --rounds 3
 """
 
@@ -106,12 +109,14 @@ def authors_side(case: str, ref: Path, harness: Path, threads: int, device: str 
     return out["median_s"], out.get("cuda_peak_mb", rss), out
 
 
-def our_side(case: str, threads: int, device: str = "cpu", precision: str = "fp32") -> tuple[float, float, dict[str, Any]]:
+def our_side(case: str, threads: int, device: str = "cpu", precision: str = "fp32",
+             fused: bool = False) -> tuple[float, float, dict[str, Any]]:
     from bench.run import _case_opts, build_parser
 
     _, _, warm, steps = CASES[case]
-    bench_args = build_parser().parse_args(["--threads", str(threads), "--repeats", str(steps), "--warmup", str(warm),
-                                            "--device", device, "--precision", precision])
+    bench_args = build_parser().parse_args(["--threads", str(threads), "--repeats", str(steps), "--warmup",
+                                            str(warm + (2 if fused else 0)),  # the fused kernels compile first
+                                            "--device", device, "--precision", precision, *(["--fused"] if fused else [])])
     opts = _case_opts(case, bench_args)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on the CPU, max allocated on the GPU)")
     p.add_argument("--precision", choices=("fp32", "tf32"), default="fp32",
                    help="both sides: strict fp32 (identical maths, default) or TF32 tensor cores")
+    p.add_argument("--fused", action="store_true",
+                   help="a third side: this project's step with the train config's fused: true (model.fused)")
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -156,22 +163,33 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         rows = []
         for r in range(args.rounds):
-            sides = ("authors", "ours") if r % 2 == 0 else ("ours", "authors")
+            sides = ["authors", "ours", *(["fused"] if args.fused else [])]
+            sides = sides if r % 2 == 0 else sides[::-1]
             row: dict[str, Any] = {}
             for side in sides:
                 t, peak, _ = (authors_side(case, ref, harness, args.threads, args.device, args.precision)
-                              if side == "authors" else our_side(case, args.threads, args.device, args.precision))
+                              if side == "authors" else
+                              our_side(case, args.threads, args.device, args.precision, fused=side == "fused"))
                 row[f"{side}_s"], row[f"{side}_peak_mb"] = round(t, 4), round(peak)
             row["ratio"] = round(row["authors_s"] / row["ours_s"], 3)
+            if args.fused:
+                row["ratio_fused"] = round(row["authors_s"] / row["fused_s"], 3)
             rows.append(row)
             print(f"[side-by-side] {case} round {r + 1}/{args.rounds}: authors {row['authors_s']:.3f} s, "
-                  f"this project {row['ours_s']:.3f} s, ratio {row['ratio']:.2f}", file=sys.stderr, flush=True)
+                  f"this project {row['ours_s']:.3f} s, ratio {row['ratio']:.2f}"
+                  + (f"; fused {row['fused_s']:.3f} s, ratio {row['ratio_fused']:.2f}" if args.fused else ""),
+                  file=sys.stderr, flush=True)
         ratios = [row["ratio"] for row in rows]
         result["cases"][case] = {
             "rounds": rows, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
             "ratio_max": max(ratios),
-            "peak_mb": {s: max(row[f"{s}_peak_mb"] for row in rows) for s in ("authors", "ours")},
+            "peak_mb": {s: max(row[f"{s}_peak_mb"] for row in rows) for s in ("authors", "ours", "fused")
+                        if f"{s}_peak_mb" in rows[0]},
         }
+        if args.fused:
+            fused_ratios = [row["ratio_fused"] for row in rows]
+            result["cases"][case].update(fused_ratio_median=statistics.median(fused_ratios),
+                                         fused_ratio_min=min(fused_ratios), fused_ratio_max=max(fused_ratios))
         if args.json_out:  # after every case, so a cut-short run keeps what it measured
             Path(args.json_out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

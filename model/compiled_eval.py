@@ -1,4 +1,4 @@
-"""Evaluation with every block's g compiled by ``torch.compile`` (the train config's ``compile_eval``).
+"""Evaluation with every block's g compiled by ``torch.compile`` (the train config's ``fused``).
 
 Scoring a batch runs, in every block, g's forward and then the vector-Jacobian products vᵀJ_g of the
 log-determinant's power series (paper eq. 3: 20 exact terms plus the roulette in evaluation) or of

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .activations import make_activation
+from .activations import CLIPSWISH_DIVISOR, LIPSWISH_DIVISOR, CLipSwish, LipSwish, make_activation
 from .families.base import channel_multiplier
+from .fused import fused_concat
 from .spectral_norm import SpectralNormConv2d, SpectralNormLinear
 
 ETA_OFFSET = 0.1  # η = softplus(K) + 0.1 in the authors' code (not in the paper)
@@ -28,8 +29,13 @@ class DenseLayer(nn.Module):
     lip_coeff-Lipschitz whenever ``net`` is 1-Lipschitz (eq. 9). K is initialised to ``eta_init``
     (the paper's 1.0); with ``learnable=False`` K is a fixed buffer and η̂₁ = η̂₂ = lip_coeff/√2.
     When ``net`` is (linear map, activation) the activation's ``scaled_pieces`` applies η̂₂ inside its
-    own scalar factor, so the product costs no extra pass over the tensor.
+    own scalar factor, so the product costs no extra pass over the tensor. With ``fused`` set (the
+    train config's ``fused``, :func:`set_fused`) and LipSwish or CLipSwish as the activation, the
+    activation and the concatenation run as one compiled operator with a compiled double backward
+    (:func:`model.fused.fused_concat`).
     """
+
+    fused = False
 
     def __init__(
         self,
@@ -56,7 +62,12 @@ class DenseLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         eta_x, eta_net = self.eta_hat().unbind()
         net = self.net
-        if isinstance(net, nn.Sequential) and len(net) == 2 and hasattr(net[1], "scaled_pieces"):
+        pair = isinstance(net, nn.Sequential) and len(net) == 2
+        if self.fused and pair and type(net[1]) in (LipSwish, CLipSwish) and not torch.compiler.is_compiling():
+            mirrored = type(net[1]) is CLipSwish
+            c = eta_net / (LIPSWISH_DIVISOR * CLIPSWISH_DIVISOR) if mirrored else eta_net / LIPSWISH_DIVISOR
+            return fused_concat(x, net[0](x), net[1].beta, eta_x, c, mirrored)
+        if pair and hasattr(net[1], "scaled_pieces"):
             # eta_net * act(W x): the activation multiplies by eta_net inside (one fewer product)
             pieces = net[1].scaled_pieces(net[0](x), eta_net)
         else:
@@ -67,6 +78,13 @@ class DenseLayer(nn.Module):
     def reset_concat(self) -> None:
         """Put K back to its initial value (the authors' LC hold before ``lc_start_epoch``)."""
         self.K.copy_(torch.tensor(self.eta_init, dtype=self.K.dtype, device=self.K.device))
+
+
+def set_fused(model: nn.Module, fused: bool) -> None:
+    """Every dense layer in ``model`` runs its activation and concatenation fused (or not)."""
+    for layer in model.modules():
+        if isinstance(layer, DenseLayer):
+            layer.fused = fused
 
 
 class DenseConvNet(nn.Sequential):

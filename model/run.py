@@ -123,9 +123,9 @@ def score(r: Run) -> tuple[float, int, float, int]:
     t = r.run.train
     with r.step.ema.swapped_in():
         val, n_val = evaluate(r.model, r.loaders.val, r.device, t.eval_sn_iters, r.test_cap,
-                              compiled=t.compile_eval)
+                              compiled=t.fused)
         test, n_test = evaluate(r.model, r.loaders.test, r.device, t.eval_sn_iters, r.test_cap,
-                                refresh_lipschitz=False, compiled=t.compile_eval)
+                                refresh_lipschitz=False, compiled=t.fused)
     return val, n_val, test, n_test
 
 

@@ -60,7 +60,7 @@ class TrainConfig:
     eval_sn_iters: int | None = _UNSET  # power iterations before scoring (None: tolerance mode)
     seed: int = 0
     loader_workers: int | None = None  # None: sized from the worker's reserved CPUs (model.data)
-    compile_eval: bool = False  # score with every block's g compiled (model.compiled_eval)
+    fused: bool = False  # compiled kernels: dense layers fused (model.fused), scoring compiled (model.compiled_eval)
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, str]] = []

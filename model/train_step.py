@@ -38,6 +38,7 @@ from torch.profiler import record_function
 
 from .compiled_eval import compiled_evaluation
 from .data import dequantize
+from .dense import set_fused
 from .flow import Flow
 from .train_config import TrainConfig
 
@@ -141,6 +142,7 @@ class TrainStep:
         agree: Callable[[bool, torch.device], bool] = any_rank,
     ) -> None:
         self.model = model
+        set_fused(model, train.fused)
         self.forward = forward if forward is not None else model
         self.agree = agree
         self.lr, self.warmup, self.clip = train.lr, train.warmup_iters, train.grad_clip

@@ -1,4 +1,4 @@
-"""Compiled evaluation (model/compiled_eval.py, the train config's ``compile_eval``): the same outputs,
+"""Compiled evaluation (model/compiled_eval.py, the train config's ``fused``): the same outputs,
 log-determinants and scores as eager evaluation on the same draws, for both families and toy data,
 and no recompilation in a second epoch whose last batch is smaller than the others."""
 

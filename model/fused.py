@@ -1,0 +1,131 @@
+"""A dense layer's activation and concatenation as one fused operator with a fused double backward.
+
+A dense layer of paper eq. 5 whose network is a linear map W then LipSwish (eq. 10) or CLipSwish
+(eq. 11) outputs, with y = W x, s = σ(βy) and the normalised concatenation weights a = η̂₁, and
+c = η̂₂ / 1.1 (LipSwish) or η̂₂ / (1.1 · 1.004) (CLipSwish):
+
+    h = [a·x, c·y·s]                  (LipSwish)
+    h = [a·x, c·y·s, c·y·(s − 1)]     (CLipSwish: y·(s − 1) = −y·σ(−βy), the mirrored half)
+
+Eager autograd runs a handful of element-wise kernels for h, more for its backward, and more again for
+the backward's backward, which training needs: the log-det gradient differentiates through
+vector-Jacobian products of g (paper §3, Neumann and memory-efficient gradients). Here each of the
+three is one compiled element-wise function (``torch.compile``, dynamic shapes: one compilation
+serves every layer's channel count and batch), wrapped in two ``torch.autograd.Function``s: the
+operator's backward is itself a Function whose backward holds the second derivatives.
+
+With g = (g₁, g₂, g₃) the incoming gradient split like h, G = g₂ + g₃ (for LipSwish G = g₂, g₃ = 0),
+u = βy, s' = s(1 − s) and A = s + u·s' = d(y·s)/dy:
+
+    ∂/∂x = a·g₁        ∂/∂a = Σ g₁·x        ∂/∂y = c·(G·A − g₃)
+    ∂/∂β = c·Σ G·y²·s'                       ∂/∂c = Σ (G·y·s − g₃·y)
+
+and for the second derivatives k = s'·(2 + u·(1 − 2s)), which gives dA/dy = β·k, dA/dβ = y·k,
+d(y²s')/dy = y·k and d(y²s')/dβ = y³·s'·(1 − 2s). ``tests/test_fused.py`` checks both Functions
+against finite differences (``gradcheck``, ``gradgradcheck``, float64) and a training step against
+eager autograd on the same draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _split(g: Tensor, cx: int, cy: int, mirrored: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    return g[:, :cx], g[:, cx:cx + cy], (g[:, cx + cy:] if mirrored else None)
+
+
+def _forward(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, mirrored: bool) -> Tensor:
+    first = c * y * torch.sigmoid(beta * y)
+    pieces = [a * x, first, first - c * y] if mirrored else [a * x, first]
+    return torch.cat(pieces, dim=1)
+
+
+def _backward(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, g: Tensor, mirrored: bool):
+    g1, g2, g3 = _split(g, x.shape[1], y.shape[1], mirrored)
+    s = torch.sigmoid(beta * y)
+    sp = s * (1 - s)
+    big_g = g2 + g3 if mirrored else g2
+    da_dy = s + beta * y * sp
+    gy = c * (big_g * da_dy - g3) if mirrored else c * big_g * da_dy
+    gc = (big_g * y * s - g3 * y).sum() if mirrored else (big_g * y * s).sum()
+    return a * g1, gy, c * (big_g * y * y * sp).sum(), (g1 * x).sum(), gc
+
+
+def _double_backward(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, g: Tensor, hx: Tensor, hy: Tensor,
+                     hbeta: Tensor, ha: Tensor, hc: Tensor, mirrored: bool):
+    g1, g2, g3 = _split(g, x.shape[1], y.shape[1], mirrored)
+    s = torch.sigmoid(beta * y)
+    u = beta * y
+    sp = s * (1 - s)
+    da_dy = s + u * sp
+    k = sp * (2 + u * (1 - 2 * s))
+    y2sp = y * y * sp
+    big_g = g2 + g3 if mirrored else g2
+    ys = y * s
+    common = hbeta * c * y2sp
+    d_g2 = hy * c * da_dy + common + hc * ys
+    if mirrored:
+        d_g = torch.cat([hx * a + ha * x, d_g2, hy * c * (da_dy - 1) + common + hc * (ys - y)], dim=1)
+        gy_over_c = big_g * da_dy - g3
+    else:
+        d_g = torch.cat([hx * a + ha * x, d_g2], dim=1)
+        gy_over_c = big_g * da_dy
+    d_y = hy * c * big_g * beta * k + hbeta * c * big_g * y * k + hc * gy_over_c
+    d_beta = ((hy * c * big_g * y * k).sum() + hbeta * c * (big_g * y2sp * y * (1 - 2 * s)).sum()
+              + hc * (big_g * y2sp).sum())
+    d_c = (hy * gy_over_c).sum() + hbeta * (big_g * y2sp).sum()
+    return ha * g1, d_y, d_beta, (hx * g1).sum(), d_c, d_g
+
+
+_compiled: dict[str, Any] = {}
+
+
+def _kernel(name: str):  # noqa: ANN202
+    """The compiled form of ``_forward`` / ``_backward`` / ``_double_backward``, made on first use."""
+    if name not in _compiled:
+        fn = {"forward": _forward, "backward": _backward, "double_backward": _double_backward}[name]
+        _compiled[name] = torch.compile(fn, dynamic=True)
+    return _compiled[name]
+
+
+class _ConcatBackward(torch.autograd.Function):
+    """(∂/∂x, ∂/∂y, ∂/∂β, ∂/∂a, ∂/∂c) of h for an incoming gradient g, differentiable once more."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, g: Tensor, mirrored: bool):
+        ctx.save_for_backward(x, y, beta, a, c, g)
+        ctx.mirrored = mirrored
+        return _kernel("backward")(x, y, beta, a, c, g, mirrored)
+
+    @staticmethod
+    def backward(ctx: Any, hx: Tensor | None, hy: Tensor | None, hbeta: Tensor | None, ha: Tensor | None,
+                 hc: Tensor | None):
+        x, y, beta, a, c, g = ctx.saved_tensors
+        hx = torch.zeros_like(x) if hx is None else hx
+        hy = torch.zeros_like(y) if hy is None else hy
+        hbeta, ha, hc = (torch.zeros_like(t) if h is None else h for h, t in ((hbeta, beta), (ha, a), (hc, c)))
+        return (*_kernel("double_backward")(x, y, beta, a, c, g, hx, hy, hbeta, ha, hc, ctx.mirrored), None)
+
+
+class _Concat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, mirrored: bool) -> Tensor:
+        ctx.save_for_backward(x, y, beta, a, c)
+        ctx.mirrored = mirrored
+        return _kernel("forward")(x, y, beta, a, c, mirrored)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor):
+        x, y, beta, a, c = ctx.saved_tensors
+        return (*_ConcatBackward.apply(x, y, beta, a, c, g, ctx.mirrored), None)
+
+
+def fused_concat(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, mirrored: bool) -> Tensor:
+    """h = [a·x, c·y·σ(βy)] (``mirrored=False``, LipSwish) or [a·x, c·y·σ(βy), c·y·(σ(βy) − 1)]
+    (``mirrored=True``, CLipSwish) on dim 1; ``beta``, ``a`` and ``c`` are 0-dim tensors. Equal to
+    the eager formula to float rounding, with its first and second derivatives."""
+    return _Concat.apply(x, y, beta.reshape(()), a.reshape(()), c.reshape(()), mirrored)

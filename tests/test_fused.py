@@ -1,0 +1,85 @@
+"""The fused dense-layer operator (model/fused.py, the train config's ``fused``): its first and second
+derivatives against finite differences, and a training step's loss and every gradient against eager
+autograd on the same draws (toy LipSwish and digits CLipSwish i-DenseNets, the second with the
+Neumann and memory-efficient log-det gradients)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from model import TrainConfig, model_config, toy_config
+from model.dense import DenseLayer, set_fused
+from model.flow import build_model
+from model.fused import fused_concat
+from model.iresblock import InvertibleResBlock
+from model.train_step import TrainStep, model_input
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                                reason="torch.compile on a CPU needs a C++ compiler")
+
+
+def _eager(x, y, beta, a, c, mirrored):  # noqa: ANN001
+    first = c * y * torch.sigmoid(beta * y)
+    return torch.cat([a * x, first, first - c * y] if mirrored else [a * x, first], dim=1)
+
+
+@pytest.mark.parametrize("mirrored", [False, True], ids=["lipswish", "clipswish"])
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4, 4)], ids=["features", "images"])
+def test_fused_concat_derivatives_match_finite_differences(mirrored: bool, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    d = dict(dtype=torch.float64, requires_grad=True)
+    x = torch.randn(*shape, **d)
+    y = torch.randn(shape[0], shape[1] + 2, *shape[2:], **d)
+    scalars = [torch.tensor(v, **d) for v in (0.9, 0.7, 0.6)]  # beta, a, c
+    inputs = (x, y, *scalars)
+    torch.testing.assert_close(fused_concat(*inputs, mirrored), _eager(*inputs, mirrored), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: fused_concat(*t, mirrored), inputs)
+    assert torch.autograd.gradgradcheck(lambda *t: fused_concat(*t, mirrored), inputs)
+
+
+CASES = {
+    "toy i-DenseNet, LipSwish, backprop through the series": (
+        toy_config(blocks_per_scale=(2,), depth=2, growth=8), TrainConfig(data="moons", batch_size=64)),
+    "digits i-DenseNet, CLipSwish, Neumann + memory-efficient": (
+        model_config(input_shape=(1, 8, 8), n_levels=17, blocks_per_scale=(1, 1), depth=2, growth=8, fc_blocks=1,
+                     activation="clipswish"), TrainConfig(data="digits", batch_size=16)),
+}
+
+
+def _loss_and_grads(model, x: torch.Tensor):  # noqa: ANN001
+    torch.manual_seed(5)
+    for block in model.modules():
+        if isinstance(block, InvertibleResBlock):
+            block.roulette_generator = torch.Generator().manual_seed(6)
+    model.zero_grad(set_to_none=True)
+    loss = model.score_from_output(*model(model_input(x, model, torch.device("cpu")))).mean()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_fused_step_computes_the_eager_loss_and_gradients(name: str) -> None:
+    config, train = CASES[name]
+    torch.manual_seed(0)
+    model = build_model(config).train()
+    gen = torch.Generator().manual_seed(1)
+    if config.is_toy:
+        x = torch.randn(64, 2, generator=gen)
+    else:
+        x = torch.randint(0, 17, (16, 1, 8, 8), dtype=torch.uint8, generator=gen)
+    model.initialize(model_input(x, model, torch.device("cpu")))
+    TrainStep(model, train.replace(fused=False))
+    eager_loss, eager_grads = _loss_and_grads(model, x)
+    TrainStep(model, train.replace(fused=True))  # the switch every caller of TrainStep goes through
+    assert all(layer.fused for layer in model.modules() if isinstance(layer, DenseLayer))
+    fused_loss, fused_grads = _loss_and_grads(model, x)
+    torch.testing.assert_close(fused_loss, eager_loss, rtol=1e-6, atol=1e-6)
+    assert fused_grads.keys() == eager_grads.keys() and len(eager_grads) > 10
+    for n, g in eager_grads.items():  # float32 sums in another order: rounding relative to the gradient's size
+        assert (fused_grads[n] - g).abs().max() <= 1e-4 * g.abs().max() + 1e-7, n
+    from model import fused
+
+    assert {"forward", "backward", "double_backward"} <= fused._compiled.keys()  # the second derivatives ran fused
