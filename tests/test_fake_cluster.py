@@ -439,7 +439,8 @@ def test_resume_after_a_kill_mid_upload_trains_on_from_the_last_complete_checkpo
                     tid = name[len("train-"):]
                     if (done and in_flight and in_flight[-1] > done[-1].location.name
                             and _registered(run, done[-1].location.name)  # Train's snapshot lists it
-                            and tid in _s3_tune_trials(exp)):  # a trial Tune's snapshot knows, so resumed
+                            and tid in _s3_tune_trials(exp)  # a trial Tune's snapshot knows, so resumed
+                            and _early_in_upload(s3, run.join(in_flight[-1]))):
                         torn = run.join(in_flight[-1])
                         os.kill(int(worker["pid"]), signal.SIGKILL)
                         os.kill(sweep.pid, signal.SIGKILL)
@@ -465,6 +466,20 @@ def test_resume_after_a_kill_mid_upload_trains_on_from_the_last_complete_checkpo
     _same_trajectory(final.history, reference)
     print(f"killed with epoch {last_complete} complete and {torn.name} in flight; "
           f"resumed at epoch {resumed_epochs[0]}")
+
+
+def _early_in_upload(s3: dict[str, str], folder) -> bool:
+    """Whether a multipart upload into ``folder`` is under way with parts still to send (fewer than the
+    injected 512 MiB on the server). Once every part is in, the client sends the completion request,
+    and a kill after that lands while the server assembles the object, which then appears anyway."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"])
+    prefix = folder.path.split("/", 1)[1] + "/"
+    uploads = client.list_multipart_uploads(Bucket=s3["bucket"], Prefix=prefix).get("Uploads", [])
+    sent = sum(part["Size"] for u in uploads
+               for part in client.list_parts(Bucket=s3["bucket"], Key=u["Key"], UploadId=u["UploadId"]).get("Parts", []))
+    return bool(uploads) and sent < 512 << 20
 
 
 def _registered(run, folder: str) -> bool:
