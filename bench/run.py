@@ -162,15 +162,16 @@ def _eval_model_case(opts: dict[str, Any]) -> str:
     return opts.get("model_case") or ("cifar_small" if opts["device"].startswith("cuda") else "image111")
 
 
-def _compile_block_nets(model) -> None:  # type: ignore[no-untyped-def]
-    """Compile each block's g for first-order use (the inverse; never double backward)."""
-    import torch
+def _compiled(model, opts: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """The project's compiled evaluation / inversion context (model.compiled_eval) when ``--compile on``
+    (with CUDA graphs when ``--cuda-graphs``), else a no-op."""
+    import contextlib
 
-    from model.iresblock import InvertibleResBlock
+    from model.compiled_eval import compiled_evaluation
 
-    for block in model.modules():
-        if isinstance(block, InvertibleResBlock):
-            block.net.forward = torch.compile(block.net.forward, dynamic=False)
+    if not opts["compile"]:
+        return contextlib.nullcontext()
+    return compiled_evaluation(model, mode="reduce-overhead" if opts.get("cuda_graphs") else None)
 
 
 def _eval_ready_case(opts: dict[str, Any], gpu_batch: int):
@@ -205,15 +206,20 @@ def _worker_eval(opts: dict[str, Any]) -> dict[str, Any]:
 
     torch, device, name, batch, case = _eval_ready_case(opts, gpu_batch=200)
     model = case.model
-    mem = PeakMemory(device)
-    mem.start()
 
     def run(i: int) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), _compiled(model, opts):
             model.bits_per_dim(dequantize(case.batch(i), case.config.n_levels))
 
+    out: dict[str, Any] = {"model": name, "batch": batch, "exact_terms": case.config.eval_exact_terms,
+                           "compiled": bool(opts["compile"]), "cuda_graphs": bool(opts.get("cuda_graphs"))}
+    if opts["compile"]:
+        t = time.perf_counter()
+        run(0)
+        out["compile_s"] = time.perf_counter() - t
+    mem = PeakMemory(device)
+    mem.start()
     times = time_calls(run, opts["repeats"], opts["warmup"], device)
-    out: dict[str, Any] = {"model": name, "batch": batch, "exact_terms": case.config.eval_exact_terms}
     return _per_image(out, summarize(times, batch), batch, mem)
 
 
@@ -222,18 +228,20 @@ def _worker_sample(opts: dict[str, Any]) -> dict[str, Any]:
 
     torch, device, name, n, case = _eval_ready_case(opts, gpu_batch=64)
     model = case.model
-    out: dict[str, Any] = {"model": name, "batch": n, "compiled": bool(opts["compile"])}
+    out: dict[str, Any] = {"model": name, "batch": n, "compiled": bool(opts["compile"]),
+                           "cuda_graphs": bool(opts.get("cuda_graphs"))}
+
+    def run(i: int) -> None:
+        with _compiled(model, opts):
+            model.sample(n, generator=torch.Generator(device=device).manual_seed(i))
+
     if opts["compile"]:
-        _compile_block_nets(model)
         t = time.perf_counter()
-        model.sample(n, generator=torch.Generator(device=device).manual_seed(0))
+        run(0)
         out["compile_s"] = time.perf_counter() - t
     mem = PeakMemory(device)
     mem.start()
-    times = time_calls(
-        lambda i: model.sample(n, generator=torch.Generator(device=device).manual_seed(i)),
-        opts["repeats"], opts["warmup"], device,
-    )
+    times = time_calls(run, opts["repeats"], opts["warmup"], device)
     return _per_image(out, summarize(times, n), n, mem)
 
 
@@ -330,7 +338,7 @@ def _case_opts(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup if args.warmup is not None else warm, "flops": args.flops,
         "peak_tflops": args.peak_tflops, "batch": args.batch,
         "model_case": args.eval_model, "memory_format": args.memory_format, "precision": args.precision,
-        "fused": args.fused,
+        "fused": args.fused, "cuda_graphs": args.cuda_graphs,
     }
 
 
@@ -441,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--compile", choices=("on", "off"), default="off",
-                   help="torch.compile each block's g for the fixed-point inverse (sampling)")
+                   help="eval and sample cases with every block's g compiled (model.compiled_eval)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="with --compile on: torch.compile's reduce-overhead mode (CUDA graphs on a GPU)")
     p.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default=None,
                    help="image layout inside the flow (default: the model's, auto = channels-last on CPU)")
     p.add_argument("--batch", type=int, default=None, help="override every case's batch size")

@@ -1,4 +1,5 @@
-"""Evaluation with every block's g compiled by ``torch.compile`` (the train config's ``fused``).
+"""Evaluation and inversion with every block's g compiled by ``torch.compile`` (the train config's
+``fused`` for scoring; ``Flow.sample(compiled=True)`` for sampling).
 
 Scoring a batch runs, in every block, g's forward and then the vector-Jacobian products vᵀJ_g of the
 log-determinant's power series (paper eq. 3: 20 exact terms plus the roulette in evaluation) or of
@@ -19,7 +20,12 @@ Inside :func:`compiled_evaluation`:
 Every batch size after the first one seen is compiled once more with a dynamic batch dimension
 (dynamo's automatic dynamic shapes), so the last, smaller batch of a set costs one recompilation in
 the first epoch and none afterwards; the number of series terms changes the number of calls, not the
-graphs. ``tests/test_compiled_eval.py`` checks that the scores equal eager evaluation's to float
+graphs. The inverse (paper §3.2: the fixed-point iteration x ← y − g(x)) runs g without autograd,
+which is one more graph per shape (dynamo guards on the grad mode), compiled once whatever number of
+iterations a block needs.
+
+``mode="reduce-overhead"`` asks torch.compile for CUDA graphs (on a GPU; shapes are static within a
+set except for its last batch); the blocks recompile when the mode changes. ``tests/test_compiled_eval.py`` checks that the scores equal eager evaluation's to float
 rounding on the same draws and that a second epoch compiles nothing.
 """
 
@@ -43,16 +49,18 @@ def _blocks(model: nn.Module) -> list[InvertibleResBlock]:
 
 
 @contextlib.contextmanager
-def compiled_evaluation(model: nn.Module) -> Iterator[None]:
-    """Within: every block's g runs compiled in evaluation mode, the parameters frozen (see the
-    module docstring); the compiled modules are made on first use and kept on the blocks."""
+def compiled_evaluation(model: nn.Module, mode: str | None = None) -> Iterator[None]:
+    """Within: every block's g runs compiled in evaluation mode (scoring and inversion), the
+    parameters frozen (see the module docstring); the compiled modules are made on first use, with
+    torch.compile's ``mode``, and kept on the blocks."""
     import torch._dynamo.config as dynamo_config
     import torch._functorch.config as functorch_config
 
     blocks = _blocks(model)
     for block in blocks:
-        if block.compiled_net is None:
-            object.__setattr__(block, "compiled_net", torch.compile(block.net))
+        if block.compiled_net is None or block.compiled_mode != mode:
+            object.__setattr__(block, "compiled_net", torch.compile(block.net, mode=mode))
+            block.compiled_mode = mode
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)

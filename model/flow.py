@@ -15,6 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .compiled_eval import compiled_evaluation
 from .config import ModelConfig
 from .dense import DenseLayer, dense_layers
 from .iresblock import InvertibleResBlock
@@ -107,13 +108,19 @@ class Flow(nn.Module):
             logdet = logdet + ld
         return x.flatten(1), logdet
 
-    def inverse(self, z: Tensor, atol: float = INVERSE_TOL, rtol: float = INVERSE_TOL) -> Tensor:
+    def inverse(self, z: Tensor, atol: float = INVERSE_TOL, rtol: float = INVERSE_TOL,
+                compiled: bool = False) -> Tensor:
         """x = f⁻¹(z); invertible blocks by fixed-point iteration (paper §3.2).
 
         Each block iterates until every step (x − x_prev)² < atol + rtol·|y|. The authors stop at
         1e-5, a step of ~3e-3, which leaves errors of ~1e-4 in the data; 1e-10 (a step of ~1e-5)
         costs a few more iterations per block (convergence is linear at rate Lip(g)).
+        ``compiled=True`` (in evaluation mode) runs every g compiled
+        (:func:`model.compiled_eval.compiled_evaluation`).
         """
+        if compiled:
+            with compiled_evaluation(self):
+                return self.inverse(z, atol, rtol)
         x = z
         for step in reversed(self.steps):
             if isinstance(step, InvertibleResBlock):
@@ -142,11 +149,12 @@ class Flow(nn.Module):
         return bits_per_dim_from_log_prob(log_p, self.config.n_dims, self.config.n_levels)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """Draw z ~ N(0, T²I) and invert the flow."""
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
+               compiled: bool = False) -> Tensor:
+        """Draw z ~ N(0, T²I) and invert the flow (``compiled``: see :meth:`inverse`)."""
         p = next(self.parameters())
         z = torch.randn(n, self.config.n_dims, generator=generator, device=p.device, dtype=p.dtype)
-        return self.inverse(z * temperature)
+        return self.inverse(z * temperature, compiled=compiled)
 
     # ------------------------------------------------------------------ training hooks
     @torch.no_grad()

@@ -46,9 +46,11 @@ class InvertibleResBlock(nn.Module):
         self.lamb = nn.Parameter(torch.tensor(2.0), requires_grad=False)
         self.roulette_generator: torch.Generator | None = None
         self.last_n_terms = 0  # series terms used by the latest estimate (0: exact log-det)
-        # ``net`` compiled, used in evaluation while :func:`model.compiled_eval.compiled_evaluation`
-        # is active; kept out of the module tree (no state-dict keys, no parameters of its own)
+        # ``net`` compiled, used in evaluation and inversion while
+        # :func:`model.compiled_eval.compiled_evaluation` is active; kept out of the module tree (no
+        # state-dict keys, no parameters of its own); ``compiled_mode`` is torch.compile's mode for it
         object.__setattr__(self, "compiled_net", None)
+        self.compiled_mode: str | None = None
         self.use_compiled = False
 
     def _uses_exact(self, x: Tensor) -> bool:
@@ -94,16 +96,18 @@ class InvertibleResBlock(nn.Module):
         Stops once every element has (x − x_prev)² / (atol + rtol·|y|) < 1 (the authors' criterion:
         a step size below √(atol + rtol·|y|)); the error after stopping is at most
         Lip(g)/(1 − Lip(g)) times the last step. Logs a warning after ``max_iters`` iterations.
-        Runs without autograd (the result is detached).
+        Runs without autograd (the result is detached), with g compiled while
+        :func:`model.compiled_eval.compiled_evaluation` is active (in evaluation mode).
         """
+        net = self._net()
         tol = atol + rtol * y.abs()
-        x_prev, x = y, y - self.net(y)
+        x_prev, x = y, y - net(y)
         iters = 0
         while not bool(((x - x_prev) ** 2 < tol).all()):
             if iters >= max_iters:
                 logger.warning("InvertibleResBlock.inverse: no convergence after %d iterations", max_iters)
                 break
-            x_prev, x = x, y - self.net(x)
+            x_prev, x = x, y - net(x)
             iters += 1
         return x
 
