@@ -12,7 +12,10 @@ the backward's backward, which training needs: the log-det gradient differentiat
 vector-Jacobian products of g (paper §3, Neumann and memory-efficient gradients). Here each of the
 three is one compiled element-wise function (``torch.compile``, dynamic shapes: one compilation
 serves every layer's channel count and batch), wrapped in two ``torch.autograd.Function``s: the
-operator's backward is itself a Function whose backward holds the second derivatives.
+operator's backward is itself a Function whose backward holds the second derivatives. A backward that
+builds no graph calls its compiled function directly, and within :func:`input_gradients_only` (the
+Neumann series' products, which differentiate with respect to the block's input only) a cheaper one
+that leaves out the parameters' reductions.
 
 With g = (g₁, g₂, g₃) the incoming gradient split like h, G = g₂ + g₃ (for LipSwish G = g₂, g₃ = 0),
 u = βy, s' = s(1 − s) and A = s + u·s' = d(y·s)/dy:
@@ -28,7 +31,8 @@ eager autograd on the same draws.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -81,13 +85,37 @@ def _double_backward(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, g
     return ha * g1, d_y, d_beta, (hx * g1).sum(), d_c, d_g
 
 
+def _backward_inputs(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, g: Tensor, mirrored: bool):
+    """(∂/∂x, ∂/∂y) only: :func:`_backward` without the three reductions over the whole tensor."""
+    g1, g2, g3 = _split(g, x.shape[1], y.shape[1], mirrored)
+    s = torch.sigmoid(beta * y)
+    da_dy = s + beta * y * s * (1 - s)
+    gy = c * ((g2 + g3) * da_dy - g3) if mirrored else c * g2 * da_dy
+    return a * g1, gy
+
+
 _compiled: dict[str, Any] = {}
+_inputs_only = False
+
+
+@contextlib.contextmanager
+def input_gradients_only() -> Iterator[None]:
+    """Within: backward passes that build no graph (``create_graph=False``) return no gradients for
+    β, a and c, because the caller differentiates with respect to a block's input only (the
+    Neumann series' vector-Jacobian products, paper §3); the parameters' three reductions are skipped."""
+    global _inputs_only
+    saved, _inputs_only = _inputs_only, True
+    try:
+        yield
+    finally:
+        _inputs_only = saved
 
 
 def _kernel(name: str):  # noqa: ANN202
     """The compiled form of ``_forward`` / ``_backward`` / ``_double_backward``, made on first use."""
     if name not in _compiled:
-        fn = {"forward": _forward, "backward": _backward, "double_backward": _double_backward}[name]
+        fn = {"forward": _forward, "backward": _backward, "backward_inputs": _backward_inputs,
+              "double_backward": _double_backward}[name]
         _compiled[name] = torch.compile(fn, dynamic=True)
     return _compiled[name]
 
@@ -121,7 +149,11 @@ class _Concat(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor):
         x, y, beta, a, c = ctx.saved_tensors
-        return (*_ConcatBackward.apply(x, y, beta, a, c, g, ctx.mirrored), None)
+        if torch.is_grad_enabled():  # create_graph: the backward must be differentiable once more
+            return (*_ConcatBackward.apply(x, y, beta, a, c, g, ctx.mirrored), None)
+        if _inputs_only:
+            return (*_kernel("backward_inputs")(x, y, beta, a, c, g, ctx.mirrored), None, None, None, None)
+        return (*_kernel("backward")(x, y, beta, a, c, g, ctx.mirrored), None)
 
 
 def fused_concat(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, mirrored: bool) -> Tensor:

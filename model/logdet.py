@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import estimator_problems
+from .fused import input_gradients_only
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def neumann_logdet(g: Tensor, x: Tensor, eps: Tensor, weights: Sequence[float], 
     """Neumann gradient surrogate (vᵀ J ε) per sample with v = ε + Σ_{k=1..n} (−1)^k c_k εᵀJ^k built
     without a graph. Its gradient is unbiased for ∂ log det(I + J) because (I + J)⁻¹ = Σ_k (−1)^k J^k;
     its value is not a log-det estimate. ``training`` keeps the graph of the final product."""
-    with torch.no_grad():
+    with torch.no_grad(), input_gradients_only():
         v, neumann = eps, eps.clone()
         for k, c in enumerate(weights, start=1):
             v = _vjp(g, x, v, create_graph=False)

@@ -40,6 +40,26 @@ def test_fused_concat_derivatives_match_finite_differences(mirrored: bool, shape
     assert torch.autograd.gradgradcheck(lambda *t: fused_concat(*t, mirrored), inputs)
 
 
+@pytest.mark.parametrize("mirrored", [False, True], ids=["lipswish", "clipswish"])
+def test_the_input_only_backward_gives_the_input_gradients(mirrored: bool) -> None:
+    """Within ``input_gradients_only`` (the Neumann series' products) a backward without a graph gives
+    the same ∂/∂x and ∂/∂y as eager autograd, and no gradients for β, a and c."""
+    from model.fused import input_gradients_only
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    scalars = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (0.9, 0.7, 0.6)]
+    g = torch.randn(2, 3 + 5 * (2 if mirrored else 1), 4, 4, dtype=torch.float64)
+    expected = torch.autograd.grad(_eager(x, y, *scalars, mirrored), (x, y), g)
+    with input_gradients_only():
+        out = fused_concat(x, y, *scalars, mirrored)
+        got = torch.autograd.grad(out, (x, y, *scalars), g, allow_unused=True)
+    for e, o in zip(expected, got[:2]):
+        torch.testing.assert_close(o, e, rtol=0, atol=1e-12)
+    assert got[2:] == (None, None, None)
+
+
 CASES = {
     "toy i-DenseNet, LipSwish, backprop through the series": (
         toy_config(blocks_per_scale=(2,), depth=2, growth=8), TrainConfig(data="moons", batch_size=64)),
