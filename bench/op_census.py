@@ -41,6 +41,8 @@ GROUPS = (("convolution", ("conv",)), ("matmul", ("mm", "matmul", "linear", "add
 
 
 def group_of(op: str) -> str:
+    if op.startswith("compiled::"):
+        return "fused (compiled)"
     name = op.split("::")[-1]
     for group, keys in GROUPS:
         if any(k in name for k in keys):
@@ -49,8 +51,13 @@ def group_of(op: str) -> str:
 
 
 def _census(prof) -> dict[str, list[float]]:
-    """{ATen op: [calls, self CPU µs]} over the profiled region."""
-    return {e.key: [e.count, e.self_cpu_time_total] for e in prof.key_averages() if e.key.startswith("aten::")}
+    """{ATen op: [calls, self CPU µs]} over the profiled region; the kernels inductor generated (the
+    fused dense layers) are not ATen operators and are counted under ``compiled::kernels``."""
+    out = {e.key: [e.count, e.self_cpu_time_total] for e in prof.key_averages() if e.key.startswith("aten::")}
+    compiled = [e for e in prof.key_averages() if e.key.startswith("## Call CompiledFxGraph")]
+    if compiled:
+        out["compiled::kernels"] = [sum(e.count for e in compiled), sum(e.self_cpu_time_total for e in compiled)]
+    return out
 
 
 def profile_script(out: str, script: str, args: list[str]) -> None:
@@ -64,8 +71,9 @@ def profile_script(out: str, script: str, args: list[str]) -> None:
     Path(out).write_text(json.dumps(_census(prof)))
 
 
-def profile_ours(out: str, case_name: str, threads: int, steps: int) -> None:
-    """Two unprofiled steps, then ``steps`` profiled steps of the production step; census and terms."""
+def profile_ours(out: str, case_name: str, threads: int, steps: int, fused: bool = False) -> None:
+    """Two unprofiled steps, then ``steps`` profiled steps of the production step (``fused``: the train
+    config's fused dense layers); census and terms."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -74,7 +82,7 @@ def profile_ours(out: str, case_name: str, threads: int, steps: int) -> None:
 
     torch.set_num_threads(threads)
     case = make_case(case_name, torch.device("cpu"))
-    step = train_step(case)
+    step = train_step(case, fused=fused)
     for i in range(2):
         step(case.batch(i), hold_concat=True)
     terms = []
@@ -140,13 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         profile_script(argv[1], argv[2], argv[3:])
         return 0
     if argv[:1] == ["--_ours"]:
-        profile_ours(argv[1], argv[2], int(argv[3]), int(argv[4]))
+        profile_ours(argv[1], argv[2], int(argv[3]), int(argv[4]), fused=argv[5:6] == ["fused"])
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.op_census", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref", required=True, type=Path, help="work tree of yperugachidiaz/invertible_densenets")
     parser.add_argument("--harness", required=True, type=Path, help="the side-by-side harness folder")
     parser.add_argument("--case", default="cifar_small", choices=("toy", "image111", "cifar_small"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fused", action="store_true", help="also census this project's fused step (train config fused: true)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     for p in (args.ref / "train_img.py", args.harness / "time_img.py"):
@@ -158,10 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         _run([sys.executable, "-m", "bench.op_census", "--_ours", out, args.case, str(args.threads), str(OUR_STEPS)],
              env, ROOT)
         ours = json.loads(Path(out).read_text())
+        if args.fused:
+            _run([sys.executable, "-m", "bench.op_census", "--_ours", out, args.case, str(args.threads),
+                  str(OUR_STEPS), "fused"], env, ROOT)
+            ours_fused = json.loads(Path(out).read_text())
     result = {"case": args.case, "threads": args.threads,
               "authors": summary(authors_census(args.case, args.ref, args.harness, args.threads)),
               "ours": summary(ours)}
-    for side in ("authors", "ours"):
+    if args.fused:
+        result["ours_fused"] = summary(ours_fused)
+    for side in [k for k in ("authors", "ours", "ours_fused") if k in result]:
         s = result[side]
         terms = f"{s['mean_terms_per_block']:.2f}" if s["mean_terms_per_block"] else "n/a"  # the toy harness prints none
         print(f"{side}: {s['self_cpu_ms_per_step']:.0f} ms self CPU per step, {s['aten_calls_per_step']:.0f} ATen "

@@ -9,10 +9,13 @@ c = η̂₂ / 1.1 (LipSwish) or η̂₂ / (1.1 · 1.004) (CLipSwish):
 
 Eager autograd runs a handful of element-wise kernels for h, more for its backward, and more again for
 the backward's backward, which training needs: the log-det gradient differentiates through
-vector-Jacobian products of g (paper §3, Neumann and memory-efficient gradients). Here each of the
-three is one compiled element-wise function (``torch.compile``, dynamic shapes: one compilation
-serves every layer's channel count and batch), wrapped in two ``torch.autograd.Function``s: the
-operator's backward is itself a Function whose backward holds the second derivatives. A backward that
+vector-Jacobian products of g (paper §3, Neumann and memory-efficient gradients). Here the backward
+and the double backward are each one compiled element-wise function (``torch.compile``, dynamic
+shapes: one compilation serves every layer's channel count and batch), wrapped in two
+``torch.autograd.Function``s: the operator's backward is itself a Function whose backward holds the
+second derivatives. The forward writes its pieces into one preallocated output with eager kernels:
+compiled, the concatenation at these odd channel counts ran at about half eager's speed
+(``bench/fused_kernels.py``). A backward that
 builds no graph calls its compiled function directly, and within :func:`input_gradients_only` (the
 Neumann series' products, which differentiate with respect to the block's input only) a cheaper one
 that leaves out the parameters' reductions.
@@ -43,9 +46,19 @@ def _split(g: Tensor, cx: int, cy: int, mirrored: bool) -> tuple[Tensor, Tensor,
 
 
 def _forward(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, mirrored: bool) -> Tensor:
-    first = c * y * torch.sigmoid(beta * y)
-    pieces = [a * x, first, first - c * y] if mirrored else [a * x, first]
-    return torch.cat(pieces, dim=1)
+    """h, each piece written into its slice of one output in x's memory format (no temporaries as
+    large as x, no copy by ``cat``); runs without autograd, inside :class:`_Concat`."""
+    n, cx, cy = x.shape[0], x.shape[1], y.shape[1]
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    out = torch.empty((n, cx + cy * (2 if mirrored else 1), *x.shape[2:]), dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    torch.mul(x, a, out=out[:, :cx])
+    cy_times_y = c * y
+    first = out[:, cx:cx + cy]
+    torch.mul(cy_times_y, torch.sigmoid(beta * y), out=first)
+    if mirrored:
+        torch.sub(first, cy_times_y, out=out[:, cx + cy:])
+    return out
 
 
 def _backward(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, g: Tensor, mirrored: bool):
@@ -112,10 +125,9 @@ def input_gradients_only() -> Iterator[None]:
 
 
 def _kernel(name: str):  # noqa: ANN202
-    """The compiled form of ``_forward`` / ``_backward`` / ``_double_backward``, made on first use."""
+    """The compiled form of ``_backward`` / ``_backward_inputs`` / ``_double_backward``, made on first use."""
     if name not in _compiled:
-        fn = {"forward": _forward, "backward": _backward, "backward_inputs": _backward_inputs,
-              "double_backward": _double_backward}[name]
+        fn = {"backward": _backward, "backward_inputs": _backward_inputs, "double_backward": _double_backward}[name]
         _compiled[name] = torch.compile(fn, dynamic=True)
     return _compiled[name]
 
@@ -144,7 +156,7 @@ class _Concat(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, mirrored: bool) -> Tensor:
         ctx.save_for_backward(x, y, beta, a, c)
         ctx.mirrored = mirrored
-        return _kernel("forward")(x, y, beta, a, c, mirrored)
+        return _forward(x, y, beta, a, c, mirrored)
 
     @staticmethod
     def backward(ctx: Any, g: Tensor):

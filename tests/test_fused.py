@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model import TrainConfig, model_config, toy_config
-from model.dense import DenseLayer, set_fused
+from model.dense import DenseLayer
 from model.flow import build_model
 from model.fused import fused_concat
 from model.iresblock import InvertibleResBlock
@@ -102,4 +102,4 @@ def test_a_fused_step_computes_the_eager_loss_and_gradients(name: str) -> None:
         assert (fused_grads[n] - g).abs().max() <= 1e-4 * g.abs().max() + 1e-7, n
     from model import fused
 
-    assert {"forward", "backward", "double_backward"} <= fused._compiled.keys()  # the second derivatives ran fused
+    assert {"backward", "double_backward"} <= fused._compiled.keys()  # the second derivatives ran fused
