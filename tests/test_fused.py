@@ -81,7 +81,8 @@ def _loss_and_grads(model, x: torch.Tensor):  # noqa: ANN001
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_a_fused_step_computes_the_eager_loss_and_gradients(name: str) -> None:
+def test_a_fused_step_computes_the_eager_loss_and_gradients(name: str, monkeypatch, calls) -> None:  # noqa: ANN001
+    monkeypatch.setattr("model.dense.FUSED_MIN_ELEMENTS", 0)  # these small cases would otherwise run eagerly
     config, train = CASES[name]
     torch.manual_seed(0)
     model = build_model(config).train()
@@ -100,6 +101,40 @@ def test_a_fused_step_computes_the_eager_loss_and_gradients(name: str) -> None:
     assert fused_grads.keys() == eager_grads.keys() and len(eager_grads) > 10
     for n, g in eager_grads.items():  # float32 sums in another order: rounding relative to the gradient's size
         assert (fused_grads[n] - g).abs().max() <= 1e-4 * g.abs().max() + 1e-7, n
+    assert calls["forward"] > 0 and calls["double_backward"] > 0  # the operator and its second derivatives ran
+
+
+@pytest.fixture
+def calls(monkeypatch):  # noqa: ANN001, ANN201
+    """How often the fused forward and the compiled double backward run."""
     from model import fused
 
-    assert {"backward", "double_backward"} <= fused._compiled.keys()  # the second derivatives ran fused
+    counts = {"forward": 0, "double_backward": 0}
+    forward, kernel = fused._forward, fused._kernel
+
+    def counted_forward(*args):  # noqa: ANN002, ANN202
+        counts["forward"] += 1
+        return forward(*args)
+
+    def counted_kernel(name: str):  # noqa: ANN202
+        if name == "double_backward":
+            counts["double_backward"] += 1
+        return kernel(name)
+
+    monkeypatch.setattr(fused, "_forward", counted_forward)
+    monkeypatch.setattr(fused, "_kernel", counted_kernel)
+    return counts
+
+
+def test_small_inputs_take_the_eager_path(calls) -> None:  # noqa: ANN001
+    """Below ``FUSED_MIN_ELEMENTS`` (a toy batch) a fused layer computes eagerly; above it, fused."""
+    from model.dense import FUSED_MIN_ELEMENTS
+
+    config, train = CASES["toy i-DenseNet, LipSwish, backprop through the series"]
+    model = build_model(config).train()
+    TrainStep(model, train.replace(fused=True))
+    layer = next(m for m in model.modules() if isinstance(m, DenseLayer))
+    layer(torch.randn(FUSED_MIN_ELEMENTS // 2 - 1, 2))
+    assert calls["forward"] == 0
+    layer(torch.randn(FUSED_MIN_ELEMENTS // 2, 2))
+    assert calls["forward"] == 1
