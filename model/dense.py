@@ -20,10 +20,11 @@ from .fused import fused_concat
 from .spectral_norm import SpectralNormConv2d, SpectralNormLinear
 
 ETA_OFFSET = 0.1  # η = softplus(K) + 0.1 in the authors' code (not in the paper)
-#: the fused operator only where the layer's input has at least this many elements: below it (toy
-#: batches, the fully connected blocks) the custom autograd Functions' per-call cost exceeds the
-#: kernels' saving (bench.side_by_side: toy steps 0.036 s fused against 0.033 s eager)
-FUSED_MIN_ELEMENTS = 1 << 16
+#: the fused operator only where the layer's input has at least this many elements: below it the
+#: custom autograd Functions' per-call cost exceeded the kernels' saving in bench.side_by_side (toy
+#: batches of 500 × ≤ 34 features, and the 1-1-1 model's 16 × ≤ 67 × 32 × 32 inputs, trained slower
+#: fused than eager); the small CIFAR10 model's 32 × 32 layers from 181 channels on are above it
+FUSED_MIN_ELEMENTS = 1 << 21
 
 
 class DenseLayer(nn.Module):

@@ -121,11 +121,12 @@ def score(r: Run) -> tuple[float, int, float, int]:
     """(validation score, examples, test score, examples) of the EMA weights, each summed over every
     rank's shard."""
     t = r.run.train
+    compiled = t.fused_on(r.device)
     with r.step.ema.swapped_in():
         val, n_val = evaluate(r.model, r.loaders.val, r.device, t.eval_sn_iters, r.test_cap,
-                              compiled=t.fused)
+                              compiled=compiled)
         test, n_test = evaluate(r.model, r.loaders.test, r.device, t.eval_sn_iters, r.test_cap,
-                                refresh_lipschitz=False, compiled=t.fused)
+                                refresh_lipschitz=False, compiled=compiled)
     return val, n_val, test, n_test
 
 

@@ -19,12 +19,17 @@ scores the raw weights, ``steps_per_epoch: null`` passes over the whole training
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import ConfigError
 from .values import coerce, field_kinds, plain_dict, unknown_keys
 from .datasets import DATASETS, dataset_info
+
+if TYPE_CHECKING:
+    import torch
 
 _UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<default>"})()
 
@@ -36,6 +41,11 @@ IMAGE_DEFAULTS: dict[str, Any] = dict(
     batch_size=64, test_batch_size=200, steps_per_epoch=None, betas=(0.9, 0.99),
     warmup_iters=1000, grad_clip=1.0, ema_decay=0.999, eval_sn_iters=None,
 )
+#: data sets whose runs on a CPU default to ``fused: true`` (``fused: null``, see
+#: :meth:`TrainConfig.fused_on`): at their 32 × 32 size the fused step paid its compilation back
+#: within about 53 steps from an empty inductor cache (9 from a warm one) and compiled scoring within
+#: the first epoch; for toy data and digits neither does (docs/performance.md)
+FUSED_BY_DEFAULT = ("cifar10", "imagenet32")
 #: train values a search space may search, with the kind of value they take
 SEARCHABLE: dict[str, str] = {"lr": "float", "weight_decay": "float", "batch_size": "int"}
 
@@ -60,7 +70,8 @@ class TrainConfig:
     eval_sn_iters: int | None = _UNSET  # power iterations before scoring (None: tolerance mode)
     seed: int = 0
     loader_workers: int | None = None  # None: sized from the worker's reserved CPUs (model.data)
-    fused: bool = False  # compiled kernels: dense layers fused (model.fused), scoring compiled (model.compiled_eval)
+    fused: bool | None = None  # compiled kernels: dense layers fused (model.fused), scoring compiled
+    # (model.compiled_eval); None: decided per data set and device by fused_on
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, str]] = []
@@ -111,6 +122,15 @@ class TrainConfig:
             p.append(("betas", f"{self.betas} must be two numbers in [0, 1)"))
         return p
 
+    def fused_on(self, device: torch.device) -> bool:
+        """Whether a run on ``device`` uses the fused kernels: ``fused`` if set; otherwise on for
+        ``FUSED_BY_DEFAULT`` data sets on a CPU with a C++ compiler (torch.compile needs one there),
+        where it was measured faster once compiled, and off on a GPU until ``bench/gpu_bench.sh`` has
+        measured it there."""
+        if self.fused is not None:
+            return self.fused
+        return self.data in FUSED_BY_DEFAULT and device.type == "cpu" and _has_cpp_compiler()
+
     @property
     def is_toy(self) -> bool:
         return dataset_info(self.data).is_toy
@@ -131,6 +151,11 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _has_cpp_compiler() -> bool:
+    """torch.compile on a CPU builds its kernels with a C++ compiler ($CXX, else g++)."""
+    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
 
 
 _KINDS = field_kinds(TrainConfig)

@@ -142,7 +142,7 @@ class TrainStep:
         agree: Callable[[bool, torch.device], bool] = any_rank,
     ) -> None:
         self.model = model
-        set_fused(model, train.fused)
+        set_fused(model, train.fused_on(next(model.parameters()).device))
         self.forward = forward if forward is not None else model
         self.agree = agree
         self.lr, self.warmup, self.clip = train.lr, train.warmup_iters, train.grad_clip
