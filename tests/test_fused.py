@@ -66,6 +66,9 @@ CASES = {
     "digits i-DenseNet, CLipSwish, Neumann + memory-efficient": (
         model_config(input_shape=(1, 8, 8), n_levels=17, blocks_per_scale=(1, 1), depth=2, growth=8, fc_blocks=1,
                      activation="clipswish"), TrainConfig(data="digits", batch_size=16)),
+    "1-1-1 i-DenseNet on 3 x 32 x 32, CLipSwish (three scales)": (
+        model_config(blocks_per_scale=(1, 1, 1), depth=2, growth=8, fc_blocks=1),
+        TrainConfig(data="cifar10", batch_size=4)),
 }
 
 
@@ -90,7 +93,8 @@ def test_a_fused_step_computes_the_eager_loss_and_gradients(name: str, monkeypat
     if config.is_toy:
         x = torch.randn(64, 2, generator=gen)
     else:
-        x = torch.randint(0, 17, (16, 1, 8, 8), dtype=torch.uint8, generator=gen)
+        x = torch.randint(0, config.n_levels, (train.batch_size, *config.input_shape), dtype=torch.uint8,
+                          generator=gen)
     model.initialize(model_input(x, model, torch.device("cpu")))
     TrainStep(model, train.replace(fused=False))
     eager_loss, eager_grads = _loss_and_grads(model, x)
