@@ -40,13 +40,14 @@ def _shapes(case_name: str) -> list[tuple[Any, Any, bool]]:
         return original(x, y, beta, a, c, mirrored)
 
     dense.fused_concat = spy
+    threshold, dense.FUSED_MIN_ELEMENTS = dense.FUSED_MIN_ELEMENTS, 0  # every layer, also those that run eagerly
     try:
         dense.set_fused(case.model, True)
         with torch.no_grad():
             batch = case.batch(0)
             case.model.initialize(batch if case.config.is_toy else dequantize(batch, case.config.n_levels))
     finally:
-        dense.fused_concat = original
+        dense.fused_concat, dense.FUSED_MIN_ELEMENTS = original, threshold
     return list(seen.values())
 
 

@@ -131,6 +131,8 @@ def cases(name):
     except (OSError, KeyError, ValueError):
         return {}
 main = cases("gpu")
+if not main:
+    print(f"no eager rows in {out}/gpu.json to compare with: run part 1 (main) first or with it")
 for variant in ("gpu_fused", "gpu_compiled", "gpu_cudagraphs"):
     for name, r in cases(variant).items():
         base = main.get(name, {})
@@ -145,6 +147,6 @@ if [ -f "$REF/train_img.py" ] && [ -f "$HARNESS/time_img.py" ]; then
   timeout 300 "$PYTHON" -m bench.side_by_side --ref "$REF" --harness "$HARNESS" --device cuda --threads 4 \
       --rounds 3 --fused --json-out "$OUT/side_by_side_fused.json" > /dev/null \
       || echo "fused side-by-side: failed or timed out" >&2
-  "$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); [print(f'fused side-by-side {c}: authors/ours median {v[\"ratio_median\"]:.2f} ({v[\"ratio_min\"]:.2f}-{v[\"ratio_max\"]:.2f}), peak MB {v[\"peak_mb\"]}') for c, v in d['cases'].items()]" "$OUT/side_by_side_fused.json" || true
+  "$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); [print(f'fused side-by-side {c}: authors/ours median {v[\"fused_ratio_median\"]:.2f} ({v[\"fused_ratio_min\"]:.2f}-{v[\"fused_ratio_max\"]:.2f}), peak MB {v[\"peak_mb\"]}') for c, v in d['cases'].items()]" "$OUT/side_by_side_fused.json" || true
 fi
 fi

@@ -200,19 +200,12 @@ def _per_image(out: dict[str, Any], timing: dict[str, Any], batch: int, mem) -> 
     return out
 
 
-def _worker_eval(opts: dict[str, Any]) -> dict[str, Any]:
+def _timed_per_image(run, out: dict[str, Any], opts: dict[str, Any], device, batch: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """``out`` with ``run``'s timings per image and peak memory; with ``--compile on`` a first call,
+    timed apart as ``compile_s``, compiles."""
     from bench.measure import PeakMemory, summarize, time_calls
-    from model.data import dequantize
 
-    torch, device, name, batch, case = _eval_ready_case(opts, gpu_batch=200)
-    model = case.model
-
-    def run(i: int) -> None:
-        with torch.no_grad(), _compiled(model, opts):
-            model.bits_per_dim(dequantize(case.batch(i), case.config.n_levels))
-
-    out: dict[str, Any] = {"model": name, "batch": batch, "exact_terms": case.config.eval_exact_terms,
-                           "compiled": bool(opts["compile"]), "cuda_graphs": bool(opts.get("cuda_graphs"))}
+    out.update(compiled=bool(opts["compile"]), cuda_graphs=bool(opts.get("cuda_graphs")))
     if opts["compile"]:
         t = time.perf_counter()
         run(0)
@@ -223,26 +216,29 @@ def _worker_eval(opts: dict[str, Any]) -> dict[str, Any]:
     return _per_image(out, summarize(times, batch), batch, mem)
 
 
-def _worker_sample(opts: dict[str, Any]) -> dict[str, Any]:
-    from bench.measure import PeakMemory, summarize, time_calls
+def _worker_eval(opts: dict[str, Any]) -> dict[str, Any]:
+    from model.data import dequantize
 
+    torch, device, name, batch, case = _eval_ready_case(opts, gpu_batch=200)
+    model = case.model
+
+    def run(i: int) -> None:
+        with torch.no_grad(), _compiled(model, opts):
+            model.bits_per_dim(dequantize(case.batch(i), case.config.n_levels))
+
+    out: dict[str, Any] = {"model": name, "batch": batch, "exact_terms": case.config.eval_exact_terms}
+    return _timed_per_image(run, out, opts, device, batch)
+
+
+def _worker_sample(opts: dict[str, Any]) -> dict[str, Any]:
     torch, device, name, n, case = _eval_ready_case(opts, gpu_batch=64)
     model = case.model
-    out: dict[str, Any] = {"model": name, "batch": n, "compiled": bool(opts["compile"]),
-                           "cuda_graphs": bool(opts.get("cuda_graphs"))}
 
     def run(i: int) -> None:
         with _compiled(model, opts):
             model.sample(n, generator=torch.Generator(device=device).manual_seed(i))
 
-    if opts["compile"]:
-        t = time.perf_counter()
-        run(0)
-        out["compile_s"] = time.perf_counter() - t
-    mem = PeakMemory(device)
-    mem.start()
-    times = time_calls(run, opts["repeats"], opts["warmup"], device)
-    return _per_image(out, summarize(times, n), n, mem)
+    return _timed_per_image(run, {"model": name, "batch": n}, opts, device, n)
 
 
 def _worker_count(opts: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,9 @@ def compiled_evaluation(model: nn.Module, mode: str | None = None) -> Iterator[N
     import torch._functorch.config as functorch_config
 
     blocks = _blocks(model)
+    if blocks and all(block.use_compiled for block in blocks):  # already inside: the outer context rules
+        yield
+        return
     for block in blocks:
         if block.compiled_net is None or block.compiled_mode != mode:
             object.__setattr__(block, "compiled_net", torch.compile(block.net, mode=mode))

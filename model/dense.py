@@ -68,8 +68,8 @@ class DenseLayer(nn.Module):
         eta_x, eta_net = self.eta_hat().unbind()
         net = self.net
         pair = isinstance(net, nn.Sequential) and len(net) == 2
-        if (self.fused and pair and type(net[1]) in (LipSwish, CLipSwish) and x.numel() >= FUSED_MIN_ELEMENTS
-                and not torch.compiler.is_compiling()):
+        if (self.fused and not torch.compiler.is_compiling() and pair and type(net[1]) in (LipSwish, CLipSwish)
+                and x.numel() >= FUSED_MIN_ELEMENTS):
             mirrored = type(net[1]) is CLipSwish
             c = eta_net / (LIPSWISH_DIVISOR * CLIPSWISH_DIVISOR) if mirrored else eta_net / LIPSWISH_DIVISOR
             return fused_concat(x, net[0](x), net[1].beta, eta_x, c, mirrored)

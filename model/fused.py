@@ -46,8 +46,8 @@ def _split(g: Tensor, cx: int, cy: int, mirrored: bool) -> tuple[Tensor, Tensor,
 
 
 def _forward(x: Tensor, y: Tensor, beta: Tensor, a: Tensor, c: Tensor, mirrored: bool) -> Tensor:
-    """h, each piece written into its slice of one output in x's memory format (no temporaries as
-    large as x, no copy by ``cat``); runs without autograd, inside :class:`_Concat`."""
+    """h, each piece written into its slice of one output in x's memory format (no a·x temporary and
+    no copy by ``cat``); runs without autograd, inside :class:`_Concat`."""
     n, cx, cy = x.shape[0], x.shape[1], y.shape[1]
     channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
     out = torch.empty((n, cx + cy * (2 if mirrored else 1), *x.shape[2:]), dtype=x.dtype, device=x.device,
@@ -115,7 +115,9 @@ _inputs_only = False
 def input_gradients_only() -> Iterator[None]:
     """Within: backward passes that build no graph (``create_graph=False``) return no gradients for
     β, a and c, because the caller differentiates with respect to a block's input only (the
-    Neumann series' vector-Jacobian products, paper §3); the parameters' three reductions are skipped."""
+    Neumann series' vector-Jacobian products, paper §3); the parameters' three reductions are skipped.
+    The flag is process-wide (autograd may run a backward on its own device threads), so no other
+    thread may run a backward that needs β, a or c gradients meanwhile; nothing in this project does."""
     global _inputs_only
     saved, _inputs_only = _inputs_only, True
     try:

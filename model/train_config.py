@@ -13,7 +13,8 @@ its data kind at construction (the authors' recipes, paper appendix B and their 
 scores the raw weights, ``steps_per_epoch: null`` passes over the whole training set,
 ``eval_sn_iters: null`` refines the spectral norms in tolerance mode before scoring, and
 ``loader_workers: null`` sizes the loader from the CPUs the worker reserves
-(:func:`model.data.default_loader_workers`).
+(:func:`model.data.default_loader_workers`), and ``fused: null`` decides the fused kernels per data
+set and device (:meth:`TrainConfig.fused_on`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -154,8 +156,10 @@ class TrainConfig:
 
 
 def _has_cpp_compiler() -> bool:
-    """torch.compile on a CPU builds its kernels with a C++ compiler ($CXX, else g++)."""
-    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
+    """Whether the C++ compiler torch.compile builds CPU kernels with is there: $CXX, else g++
+    (clang++ on macOS), as inductor chooses."""
+    default = "clang++" if sys.platform == "darwin" else "g++"
+    return shutil.which(os.environ.get("CXX") or default) is not None
 
 
 _KINDS = field_kinds(TrainConfig)

@@ -136,3 +136,15 @@ def test_compiled_sampling_inverts_like_eager_and_compiles_once(name: str) -> No
     model.sample(12, temperature=0.5, generator=torch.Generator().manual_seed(5), compiled=True)
     assert counters["stats"]["unique_graphs"] == graphs
     assert all(p.requires_grad for n, p in model.named_parameters() if not n.endswith(("geom_p", "lamb")))
+
+
+def test_a_nested_compiled_context_leaves_the_outer_one_active() -> None:
+    """Sampling with ``compiled=True`` inside scoring's compiled context keeps the outer context's
+    compiled modules and leaves them switched on when it returns."""
+    model = _trained_a_little(CASES["digits i-DenseNet 1-1, CLipSwish"])
+    blocks = [m for m in model.modules() if isinstance(m, InvertibleResBlock)]
+    with compiled_evaluation(model):
+        nets = [b.compiled_net for b in blocks]
+        model.sample(4, generator=torch.Generator().manual_seed(0), compiled=True)
+        assert all(b.use_compiled for b in blocks) and [b.compiled_net for b in blocks] == nets
+    assert not any(b.use_compiled for b in blocks)

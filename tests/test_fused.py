@@ -144,12 +144,17 @@ def test_small_inputs_take_the_eager_path(calls) -> None:  # noqa: ANN001
     assert calls["forward"] == 1
 
 
-def test_the_default_fuses_only_where_it_was_measured_to_pay() -> None:
-    """``fused: null`` (the default): on for CIFAR10 and ImageNet32 on a CPU, off for toy data and
-    digits and on a GPU (not yet measured there); an explicit value wins; null round-trips."""
+def test_the_default_fuses_only_where_it_was_measured_to_pay(monkeypatch) -> None:  # noqa: ANN001
+    """``fused: null`` (the default): on for CIFAR10 and ImageNet32 on a CPU with a C++ compiler, off
+    for toy data and digits, on a GPU (not yet measured there) and without a compiler; an explicit
+    value wins; null round-trips."""
+    monkeypatch.setenv("CXX", "g++")
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}" if name == "g++" else None)
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert [TrainConfig(data=d).fused_on(cpu) for d in ("moons", "digits", "cifar10", "imagenet32")] == [
         False, False, True, True]
     assert not TrainConfig(data="cifar10").fused_on(gpu)
     assert TrainConfig(data="digits", fused=True).fused_on(gpu) and not TrainConfig(data="cifar10", fused=False).fused_on(cpu)
     assert TrainConfig.from_dict(TrainConfig(data="cifar10").to_dict()).fused is None
+    monkeypatch.setenv("CXX", "clang++")  # a compiler inductor would use that is not installed
+    assert not TrainConfig(data="cifar10").fused_on(cpu)
