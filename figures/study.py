@@ -56,7 +56,7 @@ def _png(ax) -> bytes:  # noqa: ANN001
 def family_curves(df, ylabel: str) -> bytes:  # noqa: ANN001
     """Every trial's curve in ``df.attrs["curves"]``, coloured by its ``family`` column."""
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    family = dict(zip(df["trial"], df["family"]))
+    family = dict(zip(df["trial"], df["family"])) if len(df) else {}
     colours = {f: f"C{i}" for i, f in enumerate(sorted(set(family.values())))}
     for trial, pts in df.attrs.get("curves", {}).items():
         if pts:

@@ -112,6 +112,8 @@ def control_screen(df, unit: str) -> str | None:
     validation, one run each. Not a verdict: the best of N noisy runs is biased in its favour (the
     verdict is :mod:`sweeper.confirm`'s, with seeds)."""
     ok = scored(df)
+    if not len(ok):  # nothing scored yet (a table of no trials has no columns either)
+        return None
     ctrl = ok[ok["role"] == "control"]
     others = ok[ok["family"] != budget_family().name]
     if not len(ctrl) or not len(others):

@@ -95,6 +95,11 @@ def test_the_sweep_screens_and_leaves_the_verdict_to_confirmation(df):
     assert "3.300 nats" in line and "3.400 nats" in line and "idensenet confirm" in line
     assert family_verdict(df, "nats") == "best validation score per family: idensenet 3.300 nats, resflow 3.400 nats"
     assert control_screen(df[df["role"] != "control"], "nats") is None
+    empty = table_from_records([], EPOCHS, "test_nll")  # what `results` reads before any trial is recorded
+    assert control_screen(empty, "nats") is None and family_verdict(empty, "nats") is None
+    from figures.study import family_curves
+
+    assert family_curves(empty, "nats")[:4] == b"\x89PNG"  # `results --plots` draws an empty figure
 
 
 def test_best_entries_load_from_every_accepted_layout(tmp_path):
