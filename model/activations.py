@@ -48,6 +48,10 @@ def _times(a: Tensor | float, b: Scale) -> Tensor | float:
 class LipSwish(nn.Module):
     """Eq. 10: ``LipSwish(x) = x * sigmoid(beta x) / 1.1``, ``beta = softplus(raw_beta)`` > 0."""
 
+    #: x·σ(βx) is divided by this (eq. 10); ``mirrored``: no second half (see :class:`CLipSwish`)
+    divisor = LIPSWISH_DIVISOR
+    mirrored = False
+
     def __init__(self) -> None:
         super().__init__()
         self.raw_beta = nn.Parameter(torch.tensor([RAW_BETA_INIT]))
@@ -59,8 +63,8 @@ class LipSwish(nn.Module):
     def scaled_pieces(self, x: Tensor, scale: Scale = None) -> list[Tensor]:
         swish = x * torch.sigmoid(self.beta * x)
         if scale is None:
-            return [swish / LIPSWISH_DIVISOR]
-        return [swish * (scale / LIPSWISH_DIVISOR)]
+            return [swish / self.divisor]
+        return [swish * (scale / self.divisor)]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.scaled_pieces(x)[0]
@@ -72,6 +76,10 @@ class CLipSwish(nn.Module):
     Input ``(B, C, ...)`` gives output ``(B, 2C, ...)``; both halves share one ``beta``.
     """
 
+    #: x·σ(βx) is divided by this (eqs. 10 and 11); ``mirrored``: the second half, (−x)·σ(−βx)
+    divisor = LIPSWISH_DIVISOR * CLIPSWISH_DIVISOR
+    mirrored = True
+
     def __init__(self) -> None:
         super().__init__()
         self.raw_beta = nn.Parameter(torch.tensor([RAW_BETA_INIT]))
@@ -81,7 +89,7 @@ class CLipSwish(nn.Module):
         return F.softplus(self.raw_beta)
 
     def scaled_pieces(self, x: Tensor, scale: Scale = None) -> list[Tensor]:
-        c = _times(1.0 / (LIPSWISH_DIVISOR * CLIPSWISH_DIVISOR), scale)
+        c = _times(1.0 / self.divisor, scale)
         first = x * torch.sigmoid(self.beta * x) * c  # c·x·sigmoid(beta x)
         if isinstance(c, Tensor):
             second = torch.addcmul(first, x, c, value=-1.0)  # c·(x·sigmoid(beta x) − x) = c·(−x)·sigmoid(−beta x)

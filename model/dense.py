@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .activations import CLIPSWISH_DIVISOR, LIPSWISH_DIVISOR, CLipSwish, LipSwish, make_activation
+from .activations import CLipSwish, LipSwish, make_activation
 from .families.base import channel_multiplier
 from .fused import fused_concat
 from .spectral_norm import SpectralNormConv2d, SpectralNormLinear
@@ -70,9 +70,8 @@ class DenseLayer(nn.Module):
         pair = isinstance(net, nn.Sequential) and len(net) == 2
         if (self.fused and not torch.compiler.is_compiling() and pair and type(net[1]) in (LipSwish, CLipSwish)
                 and x.numel() >= FUSED_MIN_ELEMENTS):
-            mirrored = type(net[1]) is CLipSwish
-            c = eta_net / (LIPSWISH_DIVISOR * CLIPSWISH_DIVISOR) if mirrored else eta_net / LIPSWISH_DIVISOR
-            return fused_concat(x, net[0](x), net[1].beta, eta_x, c, mirrored)
+            act = net[1]
+            return fused_concat(x, net[0](x), act.beta, eta_x, eta_net / act.divisor, act.mirrored)
         if pair and hasattr(net[1], "scaled_pieces"):
             # eta_net * act(W x): the activation multiplies by eta_net inside (one fewer product)
             pieces = net[1].scaled_pieces(net[0](x), eta_net)
